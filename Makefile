@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything else is plumbing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VFSTREAM := $(VENV)/bin/vfstream
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit integration lint bench install kafka dev-up dev-down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kafka: $(STAMP)
+	$(VFSTREAM) dev fetch-kafka
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check vfstream tests bench
+	$(VENV)/bin/ruff format --check vfstream tests bench
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+# The suite starts its own local stack (Kafka + moto) on free ports and stops it at the end.
+test: $(STAMP) kafka
+	$(VENV)/bin/ruff check vfstream tests bench
+	$(PY) -m pytest -q
+
+demo: $(STAMP) kafka
+	$(PY) -m vfstream.demo
+
+bench: $(STAMP) kafka
+	$(PY) -m bench.run_all
+
+dev-up: $(STAMP) kafka
+	$(VFSTREAM) dev up
+
+dev-down: $(STAMP)
+	$(VFSTREAM) dev down
+
+clean:
+	-$(VFSTREAM) dev down
+	rm -rf .state

@@ -1,0 +1,219 @@
+"""The Faust application: topics, changelog-backed tables, thin agents, web views.
+
+Built by ``build_app(settings)`` so tests and the CLI configure it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from datetime import timedelta
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+
+from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
+from vfstream.domain.state import CountDelta
+from vfstream.settings import Settings, get_settings
+from vfstream.verification import VerificationLedger
+
+log = logging.getLogger(__name__)
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def raw_schema() -> faust.Schema:
+    return faust.Schema(**RAW)
+
+
+def raw_table(table: Any, *, keys: str = "raw") -> Any:
+    # Faust derives a table's serializers from its types (bytes -> json), not its schema.
+    table.key_serializer = keys
+    table.value_serializer = "raw"
+    return table
+
+
+REANNOUNCE_SECONDS = 5.0
+FLUSH_IDLE_SECONDS = 0.2
+EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
+
+
+class VfStream:
+    """Holds the app and the objects its agents share."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        partitions = settings.topic_partitions
+        self.app = faust.App(
+            settings.app_id,
+            broker=f"kafka://{settings.kafka_bootstrap}",
+            store="rocksdb://",
+            datadir=str(settings.data_dir),
+            processing_guarantee="at_least_once",
+            topic_partitions=partitions,
+            topic_replication_factor=settings.topic_replication_factor,
+            topic_allow_declare=True,
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            web_bind=settings.web_host,
+            web_in_thread=False,
+            # Events are acked only after the partial counts covering them are flushed;
+            # waiting for "empty" on rebalance would wait for acks that come with the next event.
+            stream_wait_empty=False,
+            table_standby_replicas=settings.standby_replicas,
+            consumer_auto_offset_reset="earliest",
+            autodiscover=False,
+            key_serializer="raw",
+            value_serializer="raw",
+            broker_commit_interval=1.0,
+        )
+        app = self.app
+        self.score_topic = app.topic(settings.score_records_topic, partitions=partitions, **RAW)
+        self.dead_topic = app.topic(settings.dead_letter_topic, partitions=partitions, **RAW)
+        self.partials_topic = app.topic(settings.partials_topic, partitions=partitions, **RAW)
+        self.fan_states = raw_table(
+            app.Table("fan-state", partitions=partitions, schema=raw_schema())
+        )
+        self.campaign_counts = raw_table(
+            app.Table("campaign-counts", partitions=partitions, schema=raw_schema())
+        )
+        # Window keys are (campaign, (start, end)) tuples: JSON, not raw bytes.
+        self.count_windows = raw_table(
+            app.Table(
+                "campaign-count-windows",
+                partitions=partitions,
+                schema=faust.Schema(
+                    key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
+                ),
+            ),
+            keys="json",
+        ).tumbling(
+            timedelta(seconds=settings.window_seconds),
+            expires=timedelta(seconds=settings.window_expires_seconds),
+        )
+        self.ledger = VerificationLedger(self.fan_states, self._emit_snapshots, self._dead_letter)
+        self._register()
+
+    async def _emit_snapshots(self, snapshots: list[tuple[str, bytes]]) -> None:
+        for campaign, body in snapshots:
+            await self.partials_topic.send(key=campaign.encode(), value=body)
+
+    async def _dead_letter(self, key: bytes, value: bytes) -> None:
+        await self.dead_topic.send(key=key, value=value)
+
+    def owned_score_partitions(self) -> set[int]:
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:
+            return set()
+        return {tp.partition for tp in assignment if tp.topic == self.settings.score_records_topic}
+
+    def _register(self) -> None:
+        app = self.app
+        ledger = self.ledger
+
+        @app.agent(self.score_topic, name="verify")
+        async def verify(stream: Any) -> None:
+            unacked = stream.noack()
+            async for event in unacked.events():
+                await ledger.handle(event, unacked.ack)
+
+        @app.agent(self.partials_topic, name="tally")
+        async def tally(stream: Any) -> None:
+            async for event in stream.events():
+                self.apply_snapshot(event.key, event.value)
+
+        @app.timer(FLUSH_IDLE_SECONDS)
+        async def flush_idle() -> None:
+            if not app.rebalancing:
+                await ledger.flush_idle()
+
+        @app.timer(REANNOUNCE_SECONDS)
+        async def reannounce() -> None:
+            # Idempotent re-announcement heals a snapshot lost between flush and send.
+            owned = self.owned_score_partitions()
+            if owned and not app.rebalancing:
+                await self._emit_snapshots(ledger.snapshots_for(owned))
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
+            ledger.forget(
+                {tp.partition for tp in revoked if tp.topic == self.score_topic.get_topic_name()}
+            )
+
+        @app.on_partitions_assigned.connect
+        async def on_assigned(app: Any, assigned: set[TP], **kwargs: Any) -> None:
+            ledger.forget()
+
+        from vfstream.web import register_views
+
+        register_views(self)
+
+        if self.settings.listen_for_notifications:
+
+            @app.task
+            async def listen_for_scoring_files() -> None:
+                await self._listen_for_scoring_files()
+
+    def apply_snapshot(self, key: bytes, value: bytes) -> CountDelta:
+        body = orjson.loads(value)
+        raw = self.campaign_counts.get(key)
+        totals = CampaignTotals.from_bytes(raw) if raw else CampaignTotals(campaignId=key.decode())
+        moved = CountDelta()
+        if "partial" in body:
+            moved = totals.merge_partial(PartialCounts.model_validate(body["partial"]))
+        elif "run" in body:
+            totals.merge_run(RunProgress.model_validate(body["run"]))
+        self.campaign_counts[key] = totals.to_bytes()
+        if not moved.is_zero:
+            key = key.decode()
+            try:
+                current = self.count_windows[key].current()
+            except KeyError:
+                current = None
+            before = (
+                orjson.loads(current) if current else {"verified": 0, "rejected": 0, "selected": 0}
+            )
+            self.count_windows[key] = orjson.dumps(
+                {
+                    "verified": before["verified"] + moved.verified,
+                    "rejected": before["rejected"] + moved.rejected,
+                    "selected": before["selected"] + moved.selected,
+                }
+            )
+        return moved
+
+    async def _listen_for_scoring_files(self) -> None:
+        from vfstream.aws import aws_client
+        from vfstream.ingest.ingestor import ScoringFileIngestor
+        from vfstream.ingest.notifications import NotificationListener
+
+        ingestor = ScoringFileIngestor(self.settings)
+        while not self.app.should_stop:
+            try:
+                async with aws_client(self.settings, "sqs") as sqs:
+                    listener = NotificationListener(self.settings, ingestor.ingest, sqs)
+                    await listener.run(lambda: self.app.should_stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification listener failed; restarting in 5s")
+                await asyncio.sleep(5)
+
+
+def build_app(settings: Settings | None = None) -> VfStream:
+    return VfStream(settings or get_settings())
+
+
+def run_worker(loglevel: str = "info") -> int:
+    from vfstream.topics import ensure_topics
+
+    settings = get_settings()
+    asyncio.run(ensure_topics(settings))
+    stream = build_app(settings)
+    sys.argv = [sys.argv[0], "worker", "--loglevel", loglevel]
+    stream.app.main()
+    return 0

@@ -1,0 +1,331 @@
+"""The local stack: a single-node KRaft Kafka broker and a moto server, both on 127.0.0.1.
+
+Each process is started in its own session with its pid in ``<state>/<name>.pid`` and its
+output in ``<state>/<name>.log``; ``down`` stops only processes whose pid files ``up`` wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from vfstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STACK_FILES = resources.files("vfstream.devstack")
+
+
+class StackError(RuntimeError):
+    """The local stack could not be brought to the wanted state."""
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    running: bool
+    pid: int | None
+    address: str
+    log: str
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); /proc tells it apart.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+class ManagedProcess:
+    """A background server process tracked by a pid file."""
+
+    def __init__(self, name: str, state_dir: Path, host: str, port: int) -> None:
+        self.name = name
+        self.state_dir = state_dir
+        self.host = host
+        self.port = port
+        self.pid_file = state_dir / f"{name}.pid"
+        self.log_file = state_dir / f"{name}.log"
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _pid_alive(pid) else None
+
+    def status(self) -> ComponentStatus:
+        pid = self.pid()
+        return ComponentStatus(
+            self.name, pid is not None, pid, f"{self.host}:{self.port}", str(self.log_file)
+        )
+
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> int:
+        if _port_open(self.host, self.port):
+            raise StackError(
+                f"{self.name}: port {self.host}:{self.port} is already taken by another "
+                "process; choose another port (see README, VFSTREAM_* settings)"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            log.warning("%s did not stop within %.0fs; killing it", self.name, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def tail_log(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def kafka_libs_dir(settings: Settings) -> Path:
+    return settings.dev_cache_dir / f"kafka-{settings.kafka_version}" / "libs"
+
+
+def fetch_kafka(settings: Settings) -> Path:
+    """Resolve the broker jars from Maven Central once, into the cache folder."""
+    libs = kafka_libs_dir(settings)
+    marker = libs.parent / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise StackError("Maven (mvn) is needed to resolve the Kafka broker jars")
+    libs.mkdir(parents=True, exist_ok=True)
+    with resources.as_file(STACK_FILES / "pom.xml") as pom:
+        print(f"resolving Apache Kafka {settings.kafka_version} jars into {libs} ...", flush=True)
+        result = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-Dkafka.version={settings.kafka_version}",
+                f"-DoutputDirectory={libs}",
+            ],
+            capture_output=True,
+            text=True,
+        )
+    if result.returncode != 0:
+        raise StackError(f"mvn could not resolve Kafka:\n{result.stdout}\n{result.stderr}")
+    marker.write_text(settings.kafka_version)
+    return libs
+
+
+class KafkaBroker(ManagedProcess):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("kafka", settings.dev_state_dir, settings.kafka_host, settings.kafka_port)
+        self.settings = settings
+        self.data_dir = settings.dev_state_dir / "kafka-data"
+        self.config_file = settings.dev_state_dir / "kafka-server.properties"
+
+    def _write_config(self) -> None:
+        host, port = self.host, self.port
+        ctl = self.settings.kafka_controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{host}:{ctl}",
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctl}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir.resolve()),
+            "num.partitions": str(self.settings.topic_partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "10",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Auto-created topics get the wrong partition count for co-partitioned tables.
+            "auto.create.topics.enable": "false",
+            "log.segment.bytes": str(256 * 1024 * 1024),
+        }
+        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _java(self, main: str, *args: str, heap: str | None = None) -> list[str]:
+        libs = kafka_libs_dir(self.settings)
+        with resources.as_file(STACK_FILES / "log4j2.properties") as log_config:
+            argv = ["java"]
+            if heap:
+                argv += [f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseSerialGC"]
+            argv += [
+                "-XX:TieredStopAtLevel=1",
+                "-Xshare:auto",
+                f"-Dlog4j2.configurationFile={log_config}",
+                "-cp",
+                f"{libs}/*",
+                main,
+                *args,
+            ]
+        return argv
+
+    def start(self) -> int:
+        fetch_kafka(self.settings)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        if not (self.data_dir / "meta.properties").exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            result = subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(self.config_file),
+                ),
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                raise StackError(f"formatting Kafka storage failed:\n{result.stderr[-2000:]}")
+        return self.spawn(
+            self._java("kafka.Kafka", str(self.config_file), heap=self.settings.kafka_heap)
+        )
+
+    async def wait_ready(self, timeout: float = 90.0) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.pid() is None:
+                raise StackError(f"the Kafka broker exited:\n{self.tail_log()}")
+            if _port_open(self.host, self.port):
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=5000
+                )
+                try:
+                    await admin.start()
+                    cluster = await admin.describe_cluster()
+                    if cluster.get("brokers"):
+                        return
+                except Exception as exc:
+                    last_error = exc
+                finally:
+                    with contextlib.suppress(Exception):
+                        await admin.close()
+            await asyncio.sleep(0.3)
+        raise StackError(f"the Kafka broker did not answer in {timeout:.0f}s: {last_error}")
+
+
+class MotoServer(ManagedProcess):
+    def __init__(self, settings: Settings) -> None:
+        host = (settings.aws_endpoint_url or "").split("//", 1)[-1].rsplit(":", 1)[0]
+        super().__init__("moto", settings.dev_state_dir, host or "127.0.0.1", settings.aws_port)
+
+    def start(self) -> int:
+        return self.spawn(
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            env={"MOTO_PORT": str(self.port)},
+        )
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        import aiohttp
+
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                if self.pid() is None:
+                    raise StackError(f"the moto server exited:\n{self.tail_log()}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with session.get(f"http://{self.host}:{self.port}/moto-api/") as resp:
+                        if resp.status < 500:
+                            return
+                await asyncio.sleep(0.2)
+        raise StackError(f"the moto server did not answer in {timeout:.0f}s")
+
+
+class LocalStack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kafka = KafkaBroker(settings)
+        self.moto = MotoServer(settings)
+
+    def components(self) -> list[ManagedProcess]:
+        return [self.kafka, self.moto]
+
+    async def up(self) -> list[ComponentStatus]:
+        from vfstream.devstack.provision import provision_aws
+        from vfstream.topics import ensure_topics
+
+        started = time.monotonic()
+        for component in (self.kafka, self.moto):
+            if component.pid() is None:
+                component.start()
+        await asyncio.gather(self.kafka.wait_ready(), self.moto.wait_ready())
+        await ensure_topics(self.settings)
+        await provision_aws(self.settings)
+        log.info("local stack ready in %.1fs", time.monotonic() - started)
+        return self.status()
+
+    def down(self) -> list[str]:
+        return [c.name for c in self.components() if c.stop()]
+
+    def status(self) -> list[ComponentStatus]:
+        return [c.status() for c in self.components()]
+
+
+def status_json(statuses: list[ComponentStatus]) -> str:
+    return json.dumps([s.__dict__ for s in statuses], indent=2)

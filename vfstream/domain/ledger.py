@@ -1,0 +1,195 @@
+"""Exact counts under at-least-once delivery: the bookkeeping of one source partition. No I/O.
+
+Why this exists (README "Exact counts"): Faust's exactly-once mode picks a transaction by
+the *destination* partition of a send, so re-keying deltas by campaign escapes the source
+partition's transaction. Instead, each source partition keeps its own partial counts in the
+same changelog-backed table as the fan states, and writes go to one changelog partition in
+program order. After a crash the table is therefore a *prefix* of what was written, and:
+
+* a fan's stored envelope remembers the source offset of its last transition and the
+  count change not yet folded into a flushed partial (``pending``);
+* a partial remembers the highest source offset it has folded in (``watermark``);
+* a redelivered record whose offset is at or below its fan's stored offset changes no state;
+  if it *is* that offset and the partial's watermark is below it, the partial never saw the
+  change, so ``pending`` is folded in then.
+
+Replay of already-applied offsets is thus a no-op, and a crash anywhere loses nothing and
+counts nothing twice. Run progress uses the same watermark rule.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from vfstream.domain.records import ScoreRecord
+from vfstream.domain.state import (
+    CountDelta,
+    Counts,
+    VerificationState,
+    WriteStatus,
+    apply_score_record,
+)
+
+
+class FanEnvelope(BaseModel):
+    """What the state table stores for one fan."""
+
+    model_config = ConfigDict(frozen=True)
+
+    state: VerificationState
+    offset: int
+    pending: CountDelta = Field(default_factory=CountDelta)
+
+    def to_bytes(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FanEnvelope:
+        return cls.model_validate_json(data)
+
+
+class PartialCounts(BaseModel):
+    """The counts one source partition contributes to one campaign."""
+
+    campaignId: str
+    partition: int
+    verified: int = 0
+    rejected: int = 0
+    selected: int = 0
+    watermark: int = -1
+
+    @property
+    def counts(self) -> Counts:
+        return Counts(verified=self.verified, rejected=self.rejected, selected=self.selected)
+
+    def fold(self, delta: CountDelta, offset: int) -> None:
+        self.verified += delta.verified
+        self.rejected += delta.rejected
+        self.selected += delta.selected
+        self.watermark = max(self.watermark, offset)
+
+
+class RunProgress(BaseModel):
+    """How many records of one ingestion run one source partition has applied."""
+
+    runId: str
+    campaignId: str
+    partition: int
+    applied: int = 0
+    watermark: int = -1
+
+
+class Outcome(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    status: WriteStatus
+    envelope: FanEnvelope | None  # the envelope to write, None when nothing changes
+    folded: CountDelta  # what was folded into the partial counts
+    counted_for_run: bool
+
+
+def process_record(
+    stored: FanEnvelope | None,
+    record: ScoreRecord,
+    offset: int,
+    partial: PartialCounts,
+    flushed_watermark: int,
+    run: RunProgress | None,
+    now: datetime,
+) -> Outcome:
+    """Apply one record delivered at ``offset``; mutates ``partial`` and ``run`` in place.
+
+    ``flushed_watermark`` is the partial's watermark as last written to the table: a fan's
+    pending change may only be forgotten once a flushed partial covers it.
+    """
+    counted = False
+    if run is not None and offset > run.watermark:
+        run.applied += 1
+        run.watermark = offset
+        counted = True
+    if stored is not None and offset <= stored.offset:
+        folded = CountDelta()
+        if offset == stored.offset and partial.watermark < offset:
+            folded = stored.pending
+            partial.fold(folded, offset)
+        return Outcome(
+            status=WriteStatus.UNCHANGED, envelope=None, folded=folded, counted_for_run=counted
+        )
+    transition = apply_score_record(stored.state if stored else None, record, now)
+    if transition.status in (WriteStatus.UNCHANGED, WriteStatus.STALE):
+        return Outcome(
+            status=transition.status, envelope=None, folded=CountDelta(), counted_for_run=counted
+        )
+    pending = transition.delta
+    if stored is not None and stored.offset > flushed_watermark:
+        pending = stored.pending + pending
+    partial.fold(transition.delta, offset)
+    envelope = FanEnvelope(state=transition.state, offset=offset, pending=pending)
+    return Outcome(
+        status=transition.status,
+        envelope=envelope,
+        folded=transition.delta,
+        counted_for_run=counted,
+    )
+
+
+class CampaignTotals(BaseModel):
+    """The campaign counts table's value: the latest partial of every source partition."""
+
+    campaignId: str
+    partials: dict[int, PartialCounts] = Field(default_factory=dict)
+    runs: dict[str, dict[int, int]] = Field(default_factory=dict)
+
+    @property
+    def counts(self) -> Counts:
+        total = Counts()
+        for partial in self.partials.values():
+            total = total.apply(
+                CountDelta(
+                    verified=partial.verified,
+                    rejected=partial.rejected,
+                    selected=partial.selected,
+                )
+            )
+        return total
+
+    def merge_partial(self, partial: PartialCounts) -> CountDelta:
+        """Take a partial unless an older one; returns how the campaign total moved."""
+        current = self.partials.get(partial.partition)
+        if current is not None and partial.watermark < current.watermark:
+            return CountDelta()
+        before = current.counts if current else Counts()
+        self.partials[partial.partition] = partial
+        return partial.counts.difference(before)
+
+    def merge_run(self, progress: RunProgress) -> None:
+        per_partition = self.runs.setdefault(progress.runId, {})
+        if progress.applied >= per_partition.get(progress.partition, 0):
+            per_partition[progress.partition] = progress.applied
+
+    def run_applied(self, run_id: str) -> int:
+        return sum(self.runs.get(run_id, {}).values())
+
+    def to_bytes(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CampaignTotals:
+        return cls.model_validate_json(data)
+
+    def as_public(self) -> dict[str, Any]:
+        counts = self.counts
+        return {
+            "campaignId": self.campaignId,
+            "verified": counts.verified,
+            "rejected": counts.rejected,
+            "selected": counts.selected,
+        }
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)

@@ -1,0 +1,294 @@
+"""Score records: the validated form of one scoring-file row (SPEC 2.1). No I/O here."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+SCORING_KEY_PATTERN = re.compile(
+    r"^scrubbed/registrants\.(?P<campaign_id>[^./]+)\.(?P<campaign_name>[^/]+?)\."
+    r"(?P<date_time>\d{8}T\d{6}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
+    r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"
+    r"\.cleaned\.prepared\.merged\.csv(?P<gz>\.gz)?$"
+)
+ID_PATTERN = re.compile(r"^(?P<user>.+?)(?P<rank>\d{3})$")
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "globalUserId",
+    "id",
+    "campaign_id",
+    "event_id",
+    "score",
+    "isVerified",
+)
+MAX_ROW_BYTES = 64 * 1024
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+class ScoringFileError(ValueError):
+    """A whole scoring file is unusable; nothing of it may be ingested."""
+
+
+class ScoringKey(BaseModel):
+    """What the S3 object key of a scrubbed scoring file tells us."""
+
+    model_config = ConfigDict(frozen=True)
+
+    campaign_id: str
+    campaign_name: str
+    scored_at: datetime
+    gzipped: bool
+
+
+def parse_iso_datetime(text: str) -> datetime:
+    """ISO-8601 basic (20261020T120000Z) or extended; naive times are taken as UTC."""
+    value = text.strip()
+    if re.fullmatch(r"\d{8}T\d{6}(\.\d+)?.*", value):
+        value = f"{value[0:4]}-{value[4:6]}-{value[6:8]}T{value[9:11]}:{value[11:13]}:{value[13:]}"
+    value = value.replace("Z", "+00:00")
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_scoring_key(key: str) -> ScoringKey:
+    match = SCORING_KEY_PATTERN.match(key)
+    if match is None:
+        raise ScoringFileError(
+            f"object key {key!r} does not match "
+            "scrubbed/registrants.<campaignId>.<campaignName>.<dateTime>"
+            ".cleaned.prepared.merged.csv[.gz]"
+        )
+    try:
+        scored_at = parse_iso_datetime(match["date_time"])
+    except ValueError as exc:
+        raise ScoringFileError(f"object key {key!r} has an invalid dateTime: {exc}") from exc
+    return ScoringKey(
+        campaign_id=match["campaign_id"],
+        campaign_name=match["campaign_name"],
+        scored_at=scored_at,
+        gzipped=bool(match["gz"]),
+    )
+
+
+def check_header(header: list[str]) -> None:
+    if not header or all(not column.strip() for column in header):
+        raise ScoringFileError("the file has no header row")
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        raise ScoringFileError(f"the header lacks required columns: {', '.join(missing)}")
+
+
+def parse_bool(value: Any) -> Any:
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError("expected true/false, 1/0 or yes/no")
+    return value
+
+
+def split_tags(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split("|") if part.strip()]
+    return value
+
+
+def normalise_email(value: str) -> str:
+    return value.strip().lower()
+
+
+StrictBool = Annotated[bool, BeforeValidator(parse_bool)]
+TagList = Annotated[list[str], BeforeValidator(split_tags)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class RecordSource(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    etag: str
+    line: int
+    run: str | None = None  # one ingestion of the object; a forced re-ingestion is a new run
+
+
+class EventPreference(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    eventId: str
+    market: str | None = None
+
+
+class ScoreRecord(BaseModel):
+    """One valid row: one (fan, ranked event preference) of one scoring run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    campaignId: str = Field(min_length=1)
+    campaignName: str | None = None
+    globalUserId: str = Field(min_length=1)
+    id: str = Field(min_length=4)
+    rank: int = Field(ge=0, le=999)
+    eventId: str = Field(min_length=1)
+    market: str | None = None
+    score: FiniteFloat = Field(ge=0.0, le=1.0)
+    localFanscore: FiniteFloat | None = None
+    accountFanscore: FiniteFloat | None = None
+    bandScore: FiniteFloat | None = None
+    isVerified: StrictBool
+    verdict: StrictBool | None = None
+    nudetectScore: FiniteFloat | None = None
+    nudetectScoreBand: Literal["low", "medium", "high"] | None = None
+    tags: TagList = Field(default_factory=list)
+    codes: TagList = Field(default_factory=list)
+    memberId: str | None = None
+    email: str | None = None
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    phoneType: str | None = None
+    phoneConfirmedDate: str | None = None
+    locale: str | None = None
+    scoredAt: datetime
+    source: RecordSource | None = None
+
+    @field_validator("email")
+    @classmethod
+    def _normalise_email(cls, value: str | None) -> str | None:
+        return normalise_email(value) if value is not None else None
+
+    @field_validator("nudetectScoreBand", mode="before")
+    @classmethod
+    def _lower_band(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def key(self) -> str:
+        return record_key(self.campaignId, self.globalUserId)
+
+    def to_json(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self, exclude_none=True)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ScoreRecord:
+        return cls.model_validate_json(data)
+
+
+def record_key(campaign_id: str, global_user_id: str) -> str:
+    return f"{campaign_id}:{global_user_id}"
+
+
+# CSV column -> ScoreRecord field, for the columns whose names differ or that are renamed.
+CSV_COLUMNS: dict[str, str] = {
+    "globalUserId": "globalUserId",
+    "id": "id",
+    "campaign_id": "campaignId",
+    "event_id": "eventId",
+    "hbase": "market",
+    "score": "score",
+    "localFanscore": "localFanscore",
+    "accountFanscore": "accountFanscore",
+    "bandScore": "bandScore",
+    "isVerified": "isVerified",
+    "verdict": "verdict",
+    "nudetect.score": "nudetectScore",
+    "nudetect.scoreBand": "nudetectScoreBand",
+    "review_notes": "tags",
+    "codes": "codes",
+    "memberId": "memberId",
+    "email": "email",
+    "firstName": "firstName",
+    "lastName": "lastName",
+    "phone": "phone",
+    "phoneType": "phoneType",
+    "phoneConfirmedDate": "phoneConfirmedDate",
+    "locale": "locale",
+}
+_FIELD_TO_COLUMN = {field: column for column, field in CSV_COLUMNS.items()}
+
+
+class RowRejection(BaseModel):
+    """An invalid row as it goes to the dead-letter topic: where it was, what it was, why."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bucket: str
+    key: str
+    etag: str
+    line: int
+    raw: str
+    reasons: list[str]
+    campaignId: str | None = None
+    kind: str = "scoring-row"
+
+    def to_json(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self)
+
+
+def _describe(error: Any) -> str:
+    location = error["loc"][0] if error["loc"] else "row"
+    column = _FIELD_TO_COLUMN.get(str(location), str(location))
+    if error["type"] == "missing":
+        return f"{column}: required value is missing or empty"
+    message = error["msg"].removeprefix("Value error, ")
+    value = error.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+    return f"{column}: {message}{shown}"
+
+
+def build_score_record(
+    values: dict[str, str],
+    scoring_key: ScoringKey,
+    source: RecordSource,
+) -> ScoreRecord | list[str]:
+    """Validate one row (column -> text) into a score record, or return every reason it fails."""
+    data: dict[str, Any] = {}
+    for column, field in CSV_COLUMNS.items():
+        text = values.get(column)
+        if text is None:
+            continue
+        text = text.strip()
+        if text:
+            data[field] = text
+    reasons: list[str] = []
+    row_id = data.get("id")
+    user = data.get("globalUserId")
+    if row_id is not None:
+        match = ID_PATTERN.match(row_id)
+        if match is None or (user is not None and match["user"] != user):
+            reasons.append(
+                f"id: {row_id!r} is not globalUserId followed by a 3-digit rank"
+                + (f" (globalUserId {user!r})" if user is not None else "")
+            )
+        else:
+            data["rank"] = int(match["rank"])
+    campaign = data.get("campaignId")
+    if campaign is not None and campaign != scoring_key.campaign_id:
+        reasons.append(
+            f"campaign_id: {campaign!r} differs from the file's campaign "
+            f"{scoring_key.campaign_id!r}"
+        )
+    data["campaignName"] = scoring_key.campaign_name
+    data["scoredAt"] = scoring_key.scored_at
+    data["source"] = source
+    if "rank" not in data:
+        data["rank"] = 0  # placeholder so the id reason above is not reported twice
+    try:
+        record = ScoreRecord.model_validate(data)
+    except ValidationError as exc:
+        reasons.extend(_describe(error) for error in exc.errors(include_url=False))
+        return reasons
+    return reasons if reasons else record

@@ -1,0 +1,390 @@
+"""Scoring-file ingestion: S3 object -> validated score records on Kafka, one transaction a file.
+
+Every valid row, every dead letter and the file's "done" marker are produced in a single
+Kafka transaction. A file-level fault aborts it, so consumers reading committed data see
+all of a file or nothing of it, and the marker makes a second ingestion a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import logging
+import sys
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+from botocore.exceptions import ClientError
+
+from vfstream.aws import aws_client
+from vfstream.domain.records import (
+    RecordSource,
+    RowRejection,
+    ScoringFileError,
+    build_score_record,
+    parse_scoring_key,
+)
+from vfstream.ingest.csvrows import printable_raw, read_scoring_rows
+from vfstream.ingest.s3body import BlockingS3Body, open_text
+from vfstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 2_000
+_STOP = object()
+
+
+@dataclass
+class IngestSummary:
+    bucket: str
+    key: str
+    etag: str | None = None
+    campaignId: str | None = None
+    status: str = "pending"  # ingested | skipped | failed
+    rows_in: int = 0
+    valid: int = 0
+    invalid: int = 0
+    produced: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    forced: bool = False
+    runId: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "etag": self.etag,
+            "campaignId": self.campaignId,
+            "status": self.status,
+            "in": self.rows_in,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "produced": self.produced,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "forced": self.forced,
+            "runId": self.runId,
+        }
+
+
+def file_id(bucket: str, key: str, etag: str) -> str:
+    return f"s3://{bucket}/{key}@{etag}"
+
+
+@dataclass
+class _Chunk:
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    rejections: list[tuple[bytes, bytes]] = field(default_factory=list)
+    rows: int = 0
+
+
+class IngestedFiles:
+    """The compacted registry of committed files, read with read_committed isolation."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def load(self) -> dict[str, dict[str, Any]]:
+        topic = self.settings.ingested_files_topic
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            done: dict[str, dict[str, Any]] = {}
+            remaining = {tp for tp in partitions if ends[tp] > 0}
+            while remaining:
+                batches = await consumer.getmany(*remaining, timeout_ms=1000)
+                for messages in batches.values():
+                    for message in messages:
+                        if message.key is not None and message.value is not None:
+                            done[message.key.decode()] = orjson.loads(message.value)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+            return done
+        finally:
+            await consumer.stop()
+
+
+class ScoringFileIngestor:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        progress: bool = False,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.progress = progress and sys.stderr.isatty()
+        self._on_chunk = on_chunk
+
+    def _producer(self, bucket: str, key: str) -> AIOKafkaProducer:
+        # One transactional id per object: a second ingester of the same file fences the
+        # first, so two racing notifications cannot both commit.
+        digest = hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:24]
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            transactional_id=f"{self.settings.app_id}-ingest-{digest}",
+            transaction_timeout_ms=self.settings.ingest_transaction_timeout_ms,
+            max_batch_size=1 << 20,
+            linger_ms=5,
+            request_timeout_ms=60_000,
+        )
+
+    async def ingest(self, bucket: str, key: str, *, force: bool = False) -> IngestSummary:
+        started = time.monotonic()
+        summary = IngestSummary(bucket=bucket, key=key, forced=force)
+        try:
+            await self._ingest(summary, force)
+        except ScoringFileError as exc:
+            summary.status = "failed"
+            summary.error = str(exc)
+            summary.produced = 0
+            log.error("scoring file s3://%s/%s rejected: %s", bucket, key, exc)
+        summary.seconds = time.monotonic() - started
+        return summary
+
+    async def _ingest(self, summary: IngestSummary, force: bool) -> None:
+        scoring_key = parse_scoring_key(summary.key)
+        summary.campaignId = scoring_key.campaign_id
+        async with aws_client(self.settings, "s3") as s3:
+            try:
+                head = await s3.head_object(Bucket=summary.bucket, Key=summary.key)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in {"404", "NoSuchKey", "NoSuchBucket"}:
+                    raise ScoringFileError(
+                        f"s3://{summary.bucket}/{summary.key} does not exist"
+                    ) from exc
+                raise
+            summary.etag = head["ETag"].strip('"')
+            producer = self._producer(summary.bucket, summary.key)
+            await producer.start()
+            try:
+                this_file = file_id(summary.bucket, summary.key, summary.etag)
+                if not force and this_file in await IngestedFiles(self.settings).load():
+                    summary.status = "skipped"
+                    log.info("%s was ingested before; skipped (use --force)", this_file)
+                    return
+                obj = await s3.get_object(Bucket=summary.bucket, Key=summary.key)
+                try:
+                    await self._produce_file(producer, obj, scoring_key, summary, this_file)
+                except ScoringFileError:
+                    await self._report_file_failure(producer, summary, this_file)
+                    raise
+            finally:
+                await producer.stop()
+
+    async def _produce_file(
+        self,
+        producer: AIOKafkaProducer,
+        obj: dict[str, Any],
+        scoring_key: Any,
+        summary: IngestSummary,
+        this_file: str,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
+        bar = self._progress_bar(int(obj.get("ContentLength") or 0), summary.key)
+        body = BlockingS3Body(obj["Body"], loop, on_bytes=bar.update if bar else None)
+        cancelled = threading.Event()
+
+        def put(item: Any) -> None:
+            asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+        def parse() -> None:
+            try:
+                self._parse_into(body, scoring_key, summary, put, cancelled)
+                put(_STOP)
+            except BaseException as exc:
+                put(exc)
+
+        topic = self.settings.score_records_topic
+        dead_topic = self.settings.dead_letter_topic
+        await producer.begin_transaction()
+        thread = threading.Thread(target=parse, name="scoring-file-parser", daemon=True)
+        thread.start()
+        try:
+            writer = _PartitionedWriter(producer)
+            while True:
+                item = await queue.get()
+                if item is _STOP:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                await writer.add(topic, item.records)
+                await writer.add(dead_topic, item.rejections)
+                summary.produced += len(item.records)
+                if self._on_chunk is not None:
+                    self._on_chunk(item.rows)
+            summary.status = "ingested"
+            marker = orjson.dumps({**summary.as_dict(), "seconds": None})
+            await writer.add(self.settings.ingested_files_topic, [(this_file.encode(), marker)])
+            await writer.flush()
+            await producer.commit_transaction()
+        except BaseException:
+            cancelled.set()
+            with contextlib.suppress(Exception):
+                while thread.is_alive():
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                    await asyncio.sleep(0.01)
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _parse_into(
+        self,
+        body: BlockingS3Body,
+        scoring_key: Any,
+        summary: IngestSummary,
+        put: Callable[[Any], None],
+        cancelled: threading.Event,
+    ) -> None:
+        bucket, key, etag = summary.bucket, summary.key, summary.etag or ""
+        run = summary.runId
+        chunk = _Chunk()
+        try:
+            text = open_text(body, scoring_key.gzipped)
+            for row in read_scoring_rows(text):
+                if cancelled.is_set():
+                    return
+                summary.rows_in += 1
+                chunk.rows += 1
+                source = RecordSource(bucket=bucket, key=key, etag=etag, line=row.line, run=run)
+                result = build_score_record(row.values, scoring_key, source)
+                if isinstance(result, list) or row.reasons:
+                    reasons = [*row.reasons, *(result if isinstance(result, list) else [])]
+                    rejection = RowRejection(
+                        bucket=bucket,
+                        key=key,
+                        etag=etag,
+                        line=row.line,
+                        raw=printable_raw(row.raw),
+                        reasons=reasons,
+                        campaignId=scoring_key.campaign_id,
+                    )
+                    summary.invalid += 1
+                    chunk.rejections.append(
+                        (f"s3://{bucket}/{key}:{row.line}".encode(), rejection.to_json())
+                    )
+                else:
+                    summary.valid += 1
+                    chunk.records.append((result.key.encode(), result.to_json()))
+                if chunk.rows >= CHUNK_ROWS:
+                    put(chunk)
+                    chunk = _Chunk()
+        except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
+            raise ScoringFileError(f"corrupt or truncated gzip stream: {exc}") from exc
+        if chunk.rows:
+            put(chunk)
+
+    async def _report_file_failure(
+        self, producer: AIOKafkaProducer, summary: IngestSummary, this_file: str
+    ) -> None:
+        """After the abort, one dead letter says why the whole file was refused."""
+        error = sys.exc_info()[1]
+        rejection = RowRejection(
+            bucket=summary.bucket,
+            key=summary.key,
+            etag=summary.etag or "",
+            line=0,
+            raw="",
+            reasons=[str(error)],
+            campaignId=summary.campaignId,
+            kind="scoring-file",
+        )
+        with contextlib.suppress(Exception):
+            async with producer.transaction():
+                await producer.send(
+                    self.settings.dead_letter_topic,
+                    key=this_file.encode(),
+                    value=rejection.to_json(),
+                )
+
+    def _progress_bar(self, total: int, key: str) -> Any:
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total or None,
+            unit="B",
+            unit_scale=True,
+            desc=key.rsplit("/", 1)[-1][:40],
+            file=sys.stderr,
+        )
+
+
+class _PartitionedWriter:
+    """Packs messages into per-partition batches, keyed like Kafka's default partitioner."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._partitions: dict[str, int] = {}
+        self._builders: dict[tuple[str, int], Any] = {}
+        self._futures: list[asyncio.Future[Any]] = []
+
+    async def _partition_count(self, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            count = len(await self._producer.partitions_for(topic) or ())
+            if count == 0:
+                raise RuntimeError(f"topic {topic!r} does not exist; run `vfstream dev up`")
+            self._partitions[topic] = count
+        return count
+
+    async def add(self, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+        if not messages:
+            return
+        count = await self._partition_count(topic)
+        for key, value in messages:
+            partition = (murmur2(key) & 0x7FFFFFFF) % count
+            slot = (topic, partition)
+            builder = self._builders.get(slot)
+            if builder is None:
+                builder = self._builders[slot] = self._producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                await self._send(slot, builder)
+                builder = self._builders[slot] = self._producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None)
+
+    async def _send(self, slot: tuple[str, int], builder: Any) -> None:
+        builder.close()
+        future = await self._producer.send_batch(builder, slot[0], partition=slot[1])
+        self._futures.append(future)
+        if len(self._futures) > 64:
+            done = [f for f in self._futures if f.done()]
+            for f in done:
+                f.result()
+            self._futures = [f for f in self._futures if not f.done()]
+
+    async def flush(self) -> None:
+        for slot, builder in list(self._builders.items()):
+            await self._send(slot, builder)
+        self._builders.clear()
+        await asyncio.gather(*self._futures)
+        self._futures.clear()

@@ -1,0 +1,127 @@
+"""S3 ``ObjectCreated`` notifications delivered through SQS start ingestion inside the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+import orjson
+
+from vfstream.ingest.ingestor import IngestSummary
+from vfstream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class NotificationError(ValueError):
+    """An SQS message that is not an S3 event notification."""
+
+
+@dataclass(frozen=True)
+class ObjectCreated:
+    bucket: str
+    key: str
+
+
+def parse_s3_notification(body: str | bytes) -> list[ObjectCreated]:
+    """The objects an S3 event notification announces; the initial ``s3:TestEvent`` is none.
+
+    Keys arrive URL-encoded (spaces as ``+``), as on AWS.
+    """
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise NotificationError(f"not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise NotificationError("not a JSON object")
+    if message.get("Event") == "s3:TestEvent":
+        return []
+    records = message.get("Records")
+    if not isinstance(records, list):
+        raise NotificationError("no Records list in the notification")
+    created: list[ObjectCreated] = []
+    for record in records:
+        try:
+            if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+                continue
+            s3 = record["s3"]
+            created.append(
+                ObjectCreated(bucket=s3["bucket"]["name"], key=unquote_plus(s3["object"]["key"]))
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise NotificationError(f"malformed S3 record: {exc!r}") from exc
+    return created
+
+
+Ingest = Callable[[str, str], Awaitable[IngestSummary]]
+
+
+class NotificationListener:
+    """Long-polls the queue; a message is deleted once every file it names is settled.
+
+    Settled means ingested, skipped as a duplicate, or rejected as a bad file (retrying a
+    bad file cannot help). Anything else (broker down, S3 error) leaves the message for
+    redelivery after the visibility timeout.
+    """
+
+    def __init__(self, settings: Settings, ingest: Ingest, sqs: Any) -> None:
+        self.settings = settings
+        self._ingest = ingest
+        self._sqs = sqs
+        self._queue_url: str | None = None
+        self.summaries: list[IngestSummary] = []
+
+    async def queue_url(self) -> str:
+        if self._queue_url is None:
+            answer = await self._sqs.get_queue_url(QueueName=self.settings.notification_queue)
+            self._queue_url = answer["QueueUrl"]
+        return self._queue_url
+
+    async def poll_once(self, wait_seconds: int = 5) -> int:
+        url = await self.queue_url()
+        answer = await self._sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
+        )
+        handled = 0
+        for message in answer.get("Messages", []):
+            if await self._handle(message):
+                await self._sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+                handled += 1
+        return handled
+
+    async def _handle(self, message: dict[str, Any]) -> bool:
+        try:
+            objects = parse_s3_notification(message.get("Body", ""))
+        except NotificationError as exc:
+            log.error("dropping SQS message %s: %s", message.get("MessageId"), exc)
+            return True
+        for obj in objects:
+            try:
+                summary = await self._ingest(obj.bucket, obj.key)
+            except Exception:
+                log.exception("ingesting s3://%s/%s failed; will retry", obj.bucket, obj.key)
+                return False
+            self.summaries.append(summary)
+            log.info("ingest summary %s", orjson.dumps(summary.as_dict()).decode())
+        return True
+
+    async def run(self, stopping: Callable[[], bool]) -> None:
+        backoff = 1.0
+        while not stopping():
+            try:
+                await self.poll_once()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "polling %s failed; retrying in %.0fs",
+                    self.settings.notification_queue,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)

@@ -1,0 +1,54 @@
+"""A blocking file object over an aioboto3 streaming body, for parsing in a worker thread.
+
+The CSV and gzip modules are synchronous; the S3 body is asynchronous. The parser runs in
+a thread and pulls chunks from the event loop, so the object is streamed, never held whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+from collections.abc import Callable
+from typing import Any, TextIO
+
+
+class BlockingS3Body(io.RawIOBase):
+    def __init__(
+        self,
+        body: Any,
+        loop: asyncio.AbstractEventLoop,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self._body = body
+        self._loop = loop
+        self._on_bytes = on_bytes
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        future = asyncio.run_coroutine_threadsafe(self._body.read(len(buffer)), self._loop)
+        chunk: bytes = future.result()
+        size = len(chunk)
+        buffer[:size] = chunk
+        self.bytes_read += size
+        if self._on_bytes is not None and size:
+            self._on_bytes(size)
+        return size
+
+
+def open_text(raw: io.RawIOBase | io.BufferedIOBase, gzipped: bool) -> TextIO:
+    """Decode a scoring file: optional gzip, UTF-8 with an optional BOM, bytes kept intact.
+
+    ``surrogateescape`` keeps invalid UTF-8 as lone surrogates so that one bad row can be
+    dead-lettered with its bytes while the rest of the file goes on; ``newline=""`` leaves
+    CRLF and quoted line breaks to the csv module.
+    """
+    binary: io.BufferedIOBase = (
+        io.BufferedReader(raw, 1 << 20) if isinstance(raw, io.RawIOBase) else raw
+    )
+    if gzipped:
+        binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")

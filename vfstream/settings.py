@@ -1,0 +1,89 @@
+"""The one place configuration is read: environment variables prefixed ``VFSTREAM_``.
+
+Defaults point at the local stack started by ``vfstream dev up``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VFSTREAM_", extra="ignore")
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "vfstream"
+    topic_partitions: int = Field(default=6, ge=1)
+    topic_replication_factor: int = Field(default=1, ge=1)
+    score_records_topic: str = "vf-score-records"
+    dead_letter_topic: str = "vf-dead-letters"
+    ingested_files_topic: str = "vf-ingested-files"
+    partials_topic: str = "vf-campaign-partials"
+    processing_guarantee: str = "exactly_once"
+    # Kafka caps a transaction at transaction.max.timeout.ms (15 min by default);
+    # one scoring file is one transaction, so a big file needs most of that.
+    ingest_transaction_timeout_ms: int = 600_000
+
+    # Worker
+    data_dir: Path = Path(".state/worker")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    window_seconds: float = Field(default=60.0, gt=0)
+    window_expires_seconds: float = Field(default=86_400.0, gt=0)
+    listen_for_notifications: bool = True
+    standby_replicas: int = Field(default=0, ge=0)
+
+    # AWS (moto server locally)
+    aws_endpoint_url: str | None = "http://127.0.0.1:5000"
+    aws_region: str = "us-east-1"
+    aws_access_key_id: str = "testing"
+    aws_secret_access_key: SecretStr = SecretStr("testing")
+    scoring_bucket: str = "vf-scoring"
+    notification_queue: str = "vf-scoring-events"
+    demand_table: str = "vf-demand"
+    scores_stream: str = "vf-scores"
+    campaign_data_stream: str = "vf-campaign-data"
+
+    # Third-party services
+    slack_webhook_url: SecretStr | None = None
+    entry_service_url: str = "http://127.0.0.1:8081"
+    campaign_service_url: str = "http://127.0.0.1:8082"
+
+    # Local stack (vfstream dev)
+    dev_state_dir: Path = Path(".state/dev")
+    dev_cache_dir: Path = Path.home() / ".cache" / "vfstream"
+    kafka_version: str = "4.1.1"
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+
+    @property
+    def kafka_host(self) -> str:
+        return self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0]
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def aws_port(self) -> int:
+        if not self.aws_endpoint_url:
+            raise ValueError("no AWS endpoint configured")
+        return int(self.aws_endpoint_url.rstrip("/").rsplit(":", 1)[1])
+
+    def aws_client_kwargs(self) -> dict[str, str | None]:
+        return {
+            "endpoint_url": self.aws_endpoint_url,
+            "region_name": self.aws_region,
+            "aws_access_key_id": self.aws_access_key_id,
+            "aws_secret_access_key": self.aws_secret_access_key.get_secret_value(),
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,58 @@
+"""Kafka topics the pipeline owns, created up front with the configured partition count.
+
+Faust creates its own internal topics (changelogs, repartitions); the score-record topic
+must exist with the same partition count as the state table's changelog before any
+producer touches it, or an auto-created one-partition topic breaks co-partitioning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from vfstream.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def pipeline_topics(settings: Settings) -> list[TopicSpec]:
+    return [
+        TopicSpec(settings.score_records_topic, settings.topic_partitions, {}),
+        TopicSpec(settings.dead_letter_topic, settings.topic_partitions, {}),
+        TopicSpec(settings.ingested_files_topic, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.partials_topic, settings.topic_partitions, {}),
+    ]
+
+
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Create missing pipeline topics; returns the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [spec for spec in pipeline_topics(settings) if spec.name not in existing]
+        if not wanted:
+            return []
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(
+                [
+                    NewTopic(
+                        spec.name,
+                        spec.partitions,
+                        settings.topic_replication_factor,
+                        topic_configs=spec.config,
+                    )
+                    for spec in wanted
+                ]
+            )
+        return [spec.name for spec in wanted]
+    finally:
+        await admin.close()

@@ -1,0 +1,281 @@
+"""Per-partition bookkeeping around the fan-state table: partial counts, run progress, acks.
+
+The agent hands every event here. Partials are flushed into the same table as the fan
+states (one changelog partition, written in order), and the events of a partition are
+acked only after the flush that covers them, so an offset is never committed ahead of the
+counts it changed. See ``vfstream.domain.ledger`` for why this is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from faust.streams import _current_event
+from pydantic import ValidationError
+
+from vfstream.domain.ledger import (
+    FanEnvelope,
+    PartialCounts,
+    RunProgress,
+    process_record,
+)
+from vfstream.domain.records import ScoreRecord
+from vfstream.domain.state import WriteStatus
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY_EVENTS = 1_000
+FLUSH_EVERY_SECONDS = 0.25
+
+
+def partial_key(partition: int, campaign_id: str) -> bytes:
+    return f"#counts:{partition}:{campaign_id}".encode()
+
+
+def run_key(partition: int, run_id: str) -> bytes:
+    return f"#run:{partition}:{run_id}".encode()
+
+
+def index_key(partition: int) -> bytes:
+    return f"#index:{partition}".encode()
+
+
+def run_id_of(record: ScoreRecord) -> str | None:
+    source = record.source
+    if source is None:
+        return None
+    return source.run or f"s3://{source.bucket}/{source.key}@{source.etag}"
+
+
+@dataclass
+class _PartitionBook:
+    partials: dict[str, PartialCounts] = field(default_factory=dict)
+    flushed: dict[str, int] = field(default_factory=dict)
+    runs: dict[str, RunProgress] = field(default_factory=dict)
+    dirty_partials: set[str] = field(default_factory=set)
+    dirty_runs: set[str] = field(default_factory=set)
+    index: dict[str, list[str]] | None = None
+    unacked: list[Any] = field(default_factory=list)
+    last_flush: float = field(default_factory=time.monotonic)
+
+
+Snapshot = tuple[str, bytes]  # (campaignId, JSON)
+
+
+class VerificationLedger:
+    def __init__(
+        self,
+        table: Any,
+        emit: Callable[[list[Snapshot]], Awaitable[None]],
+        dead_letter: Callable[[bytes, bytes], Awaitable[None]],
+    ) -> None:
+        self.table = table
+        self._emit = emit
+        self._dead_letter = dead_letter
+        self._books: dict[int, _PartitionBook] = defaultdict(_PartitionBook)
+        self.statuses: Counter[str] = Counter()
+        self.records_in = 0
+        self._lock = asyncio.Lock()
+        self._ack: Callable[[Any], Awaitable[Any]] | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def forget(self, partitions: set[int] | None = None) -> None:
+        """Drop in-memory books (on rebalance): the table is the truth, replay fills gaps."""
+        if partitions is None:
+            self._books.clear()
+        else:
+            for partition in partitions:
+                self._books.pop(partition, None)
+
+    # --- table helpers (must run inside an event of the partition) -----------------------
+    def _load_index(self, partition: int, book: _PartitionBook) -> dict[str, list[str]]:
+        if book.index is None:
+            raw = self.table.get(index_key(partition))
+            book.index = orjson.loads(raw) if raw else {"campaigns": [], "runs": []}
+        return book.index
+
+    def _partial(self, partition: int, book: _PartitionBook, campaign: str) -> PartialCounts:
+        partial = book.partials.get(campaign)
+        if partial is None:
+            raw = self.table.get(partial_key(partition, campaign))
+            if raw:
+                partial = PartialCounts.model_validate_json(raw)
+            else:
+                partial = PartialCounts(campaignId=campaign, partition=partition)
+            book.partials[campaign] = partial
+            book.flushed[campaign] = partial.watermark
+        return partial
+
+    def _run(self, partition: int, book: _PartitionBook, run_id: str, campaign: str) -> RunProgress:
+        run = book.runs.get(run_id)
+        if run is None:
+            raw = self.table.get(run_key(partition, run_id))
+            if raw:
+                run = RunProgress.model_validate_json(raw)
+            else:
+                run = RunProgress(runId=run_id, campaignId=campaign, partition=partition)
+            book.runs[run_id] = run
+        return run
+
+    # --- the work ----------------------------------------------------------------------
+    async def handle(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> WriteStatus:
+        self._ack = ack
+        async with self._lock:
+            return await self._handle(event, ack)
+
+    async def flush_idle(self) -> int:
+        """Flush partitions whose last events wait for a flush that no new event will bring.
+
+        Table writes go to the partition of the current event, so the flush runs as if
+        inside the partition's newest event.
+        """
+        flushed = 0
+        if self._ack is None:
+            return 0
+        async with self._lock:
+            now = time.monotonic()
+            for partition, book in list(self._books.items()):
+                if not book.unacked or now - book.last_flush < FLUSH_EVERY_SECONDS:
+                    continue
+                token = _current_event.set(weakref.ref(book.unacked[-1]))
+                try:
+                    await self.flush(partition, self._ack)
+                finally:
+                    _current_event.reset(token)
+                flushed += 1
+        return flushed
+
+    async def _handle(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> WriteStatus:
+        message = event.message
+        partition, offset = message.partition, message.offset
+        book = self._books[partition]
+        self.records_in += 1
+        try:
+            record = ScoreRecord.from_json(event.value)
+        except (ValidationError, ValueError) as exc:
+            await self._dead_letter(
+                event.key or b"",
+                orjson.dumps(
+                    {
+                        "kind": "score-record",
+                        "partition": partition,
+                        "offset": offset,
+                        "raw": (event.value or b"")[:65536].decode("utf-8", "replace"),
+                        "reasons": [str(exc)],
+                    }
+                ),
+            )
+            status = WriteStatus.INVALID
+        else:
+            status = self._apply(partition, offset, book, event.key, record)
+        self.statuses[status.value] += 1
+        book.unacked.append(event)
+        now = time.monotonic()
+        if len(book.unacked) >= FLUSH_EVERY_EVENTS or now - book.last_flush >= FLUSH_EVERY_SECONDS:
+            await self.flush(partition, ack)
+        return status
+
+    def _apply(
+        self,
+        partition: int,
+        offset: int,
+        book: _PartitionBook,
+        key: bytes,
+        record: ScoreRecord,
+    ) -> WriteStatus:
+        raw = self.table.get(key)
+        stored = FanEnvelope.from_bytes(raw) if raw else None
+        campaign = record.campaignId
+        partial = self._partial(partition, book, campaign)
+        run_id = run_id_of(record)
+        run = self._run(partition, book, run_id, campaign) if run_id else None
+        outcome = process_record(
+            stored,
+            record,
+            offset,
+            partial,
+            book.flushed.get(campaign, -1),
+            run,
+            datetime.now(UTC),
+        )
+        if outcome.envelope is not None:
+            self.table[key] = outcome.envelope.to_bytes()
+        if partial.watermark > book.flushed.get(campaign, -1):
+            book.dirty_partials.add(campaign)
+        if outcome.counted_for_run and run_id:
+            book.dirty_runs.add(run_id)
+        return outcome.status
+
+    async def flush(self, partition: int, ack: Callable[[Any], Awaitable[Any]]) -> None:
+        book = self._books[partition]
+        snapshots: list[Snapshot] = []
+        if book.dirty_partials or book.dirty_runs:
+            index = self._load_index(partition, book)
+            grew = False
+            for campaign in sorted(book.dirty_partials):
+                partial = book.partials[campaign]
+                body = partial.model_dump_json().encode()
+                self.table[partial_key(partition, campaign)] = body
+                book.flushed[campaign] = partial.watermark
+                if campaign not in index["campaigns"]:
+                    index["campaigns"].append(campaign)
+                    grew = True
+                snapshots.append((campaign, orjson.dumps({"partial": orjson.loads(body)})))
+            for run_id in sorted(book.dirty_runs):
+                run = book.runs[run_id]
+                body = run.model_dump_json().encode()
+                self.table[run_key(partition, run_id)] = body
+                if run_id not in index["runs"]:
+                    index["runs"].append(run_id)
+                    grew = True
+                snapshots.append((run.campaignId, orjson.dumps({"run": orjson.loads(body)})))
+            if grew:
+                self.table[index_key(partition)] = orjson.dumps(index)
+            book.dirty_partials.clear()
+            book.dirty_runs.clear()
+        if snapshots:
+            await self._emit(snapshots)
+        for pending in book.unacked:
+            await ack(pending)
+        book.unacked.clear()
+        book.last_flush = time.monotonic()
+
+    def snapshots_for(self, partitions: set[int]) -> list[Snapshot]:
+        """Current partials and run progress of the given partitions, for re-announcement.
+
+        Reads in-memory books first, the table otherwise; safe outside an event context.
+        """
+        out: list[Snapshot] = []
+        for partition in sorted(partitions):
+            book = self._books.get(partition)
+            raw_index = self.table.get(index_key(partition))
+            index = orjson.loads(raw_index) if raw_index else {"campaigns": [], "runs": []}
+            for campaign in index["campaigns"]:
+                partial = book.partials.get(campaign) if book else None
+                body = (
+                    partial.model_dump_json().encode()
+                    if partial
+                    else self.table.get(partial_key(partition, campaign))
+                )
+                if body:
+                    out.append((campaign, orjson.dumps({"partial": orjson.loads(body)})))
+            for run_id in index["runs"]:
+                run = book.runs.get(run_id) if book else None
+                body = (
+                    run.model_dump_json().encode()
+                    if run
+                    else self.table.get(run_key(partition, run_id))
+                )
+                if body:
+                    decoded = orjson.loads(body)
+                    out.append((decoded["campaignId"], orjson.dumps({"run": decoded})))
+        return out

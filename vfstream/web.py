@@ -1,0 +1,148 @@
+"""Read-only HTTP views on every worker; a key owned by another worker is proxied to it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.exceptions import SameNode
+from faust.web import Request, Response, View
+
+from vfstream.domain.ledger import CampaignTotals, FanEnvelope
+
+if TYPE_CHECKING:
+    from vfstream.app import VfStream
+
+
+def _json(view: View, body: Any, status: int = 200) -> Response:
+    return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
+
+
+async def _routed(
+    stream: VfStream,
+    view: View,
+    request: Request,
+    table: Any,
+    key: str,
+    local: Callable[[], Awaitable[Response]],
+) -> Response:
+    try:
+        return await stream.app.router.route_req(table.name, key, view.web, request)
+    except SameNode:
+        return await local()
+    except Exception as exc:  # owner unknown or unreachable
+        return _json(
+            view,
+            {"error": f"the worker owning this key is unavailable: {exc}", "retryAfter": 2},
+            status=503,
+        )
+
+
+def register_views(stream: VfStream) -> None:
+    app = stream.app
+
+    @app.page("/campaigns/{campaignId}/counts")
+    class CampaignCounts(View):
+        async def get(self, request: Request, campaignId: str) -> Response:
+            async def local() -> Response:
+                raw = stream.campaign_counts.get(campaignId.encode())
+                if not raw:
+                    return _json(self, {"error": f"unknown campaign {campaignId!r}"}, 404)
+                return _json(self, CampaignTotals.from_bytes(raw).as_public())
+
+            return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
+
+    @app.page("/campaigns/{campaignId}/progress")
+    class CampaignProgress(View):
+        async def get(self, request: Request, campaignId: str) -> Response:
+            async def local() -> Response:
+                raw = stream.campaign_counts.get(campaignId.encode())
+                if not raw:
+                    return _json(self, {"error": f"unknown campaign {campaignId!r}"}, 404)
+                totals = CampaignTotals.from_bytes(raw)
+                runs = {run: totals.run_applied(run) for run in totals.runs}
+                return _json(self, {"campaignId": campaignId, "runs": runs})
+
+            return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
+
+    @app.page("/campaigns/{campaignId}/counts/windows")
+    class CampaignWindows(View):
+        async def get(self, request: Request, campaignId: str) -> Response:
+            async def local() -> Response:
+                try:
+                    since = _parse_time(request.query.get("since"))
+                    until = _parse_time(request.query.get("until"))
+                except ValueError as exc:
+                    return _json(self, {"error": str(exc)}, 400)
+                return _json(self, window_series(stream, campaignId, since, until))
+
+            return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
+
+    @app.page("/campaigns/{campaignId}/fans/{globalUserId}")
+    class FanState(View):
+        async def get(self, request: Request, campaignId: str, globalUserId: str) -> Response:
+            key = f"{campaignId}:{globalUserId}"
+
+            async def local() -> Response:
+                raw = stream.fan_states.get(key.encode())
+                if not raw:
+                    return _json(self, {"error": f"no state for fan {key!r}"}, 404)
+                envelope = FanEnvelope.from_bytes(raw)
+                return _json(self, envelope.state.model_dump(mode="json"))
+
+            return await _routed(stream, self, request, stream.fan_states, key, local)
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return _json(self, {"status": "alive"})
+
+    @app.page("/ready")
+    class Ready(View):
+        async def get(self, request: Request) -> Response:
+            ready = bool(app.tables.recovery.completed.is_set()) and not app.rebalancing
+            return _json(self, {"ready": ready}, 200 if ready else 503)
+
+    @app.page("/statuses")
+    class Statuses(View):
+        async def get(self, request: Request) -> Response:
+            ledger = stream.ledger
+            return _json(
+                self, {"recordsIn": ledger.records_in, "writeStatuses": dict(ledger.statuses)}
+            )
+
+
+def _parse_time(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"not an ISO time or epoch seconds: {text!r}") from exc
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def window_series(
+    stream: VfStream, campaign_id: str, since: float | None, until: float | None
+) -> dict[str, Any]:
+    """The windowed deltas of one campaign, oldest first, from the local window store."""
+    table = stream.count_windows.table
+    size = stream.settings.window_seconds
+    windows: list[dict[str, Any]] = []
+    for (item_key, (start, end)), value in table.data.items():
+        if item_key != campaign_id or value is None:
+            continue
+        if since is not None and end < since:
+            continue
+        if until is not None and start > until:
+            continue
+        body = orjson.loads(value)
+        windows.append({"start": start, "end": start + size, **body})
+    windows.sort(key=lambda item: item["start"])
+    return {"campaignId": campaign_id, "windowSeconds": size, "windows": windows}
