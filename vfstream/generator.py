@@ -13,7 +13,8 @@ Design choices that keep the truth simple and the output fast:
   arrays (one byte per fan) instead of dictionaries.
 * Fan-level values (isVerified, verdict, scores, contact data) are identical across a fan's rows;
   only the rank, the event and the spelling of booleans vary from row to row.
-* Invalid rows belong to extra fans that have no valid row, so they never affect the counts.
+* Invalid rows belong to extra fans that have no valid row in any run, so they never affect the
+  counts.
 * Contact data and event preferences come from a *population* seed and therefore stay the same
   when a run is re-scored; scores and verdicts come from the run's own seed.
 * Rows are produced lazily and written in chunks; nothing proportional to the file size is held
@@ -130,6 +131,9 @@ _GID_MASK = (1 << _GID_BITS) - 1
 _GID_MULTIPLIER = 0x9E3779B97 | 1
 _GID_OFFSET = 0x5DEECE66D
 _GID_INVERSE = pow(_GID_MULTIPLIER, -1, 1 << _GID_BITS)
+# Invalid rows belong to fans numbered from here: disjoint from every run's valid fans, so no
+# invalid row ever shares a fan with a valid row, whatever runs are combined.
+_INVALID_FAN_BASE = 1 << (_GID_BITS - 1)
 
 # Value pools. Some names need CSV quoting (commas, double quotes) or are not ASCII; each comes
 # with an ASCII slug for the e-mail address.
@@ -222,14 +226,14 @@ class GeneratorConfig(BaseModel):
     Verdicts: a verified fan is selected (true) with ``selected_ratio``, otherwise pending with
     ``pending_verdict_ratio``, otherwise false; a rejected fan is pending with
     ``pending_verdict_ratio``, otherwise false. ``invalid_ratio`` is the share of all data rows
-    that are invalid, each belonging to an extra fan beyond ``fans``.
+    that are invalid, each belonging to an extra fan that has no valid row in any run.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     campaign_id: str = Field(min_length=1, pattern=r"^[^./\s]+$")
     campaign_name: str = Field(min_length=1, pattern=r"^[^/\s]+$")
-    fans: int = Field(ge=0, description="fans with at least one valid row")
+    fans: int = Field(ge=0, lt=_INVALID_FAN_BASE, description="fans with a valid row")
     seed: int = 0
     scored_at: datetime = DEFAULT_SCORED_AT
     verified_ratio: float = Field(0.8, ge=0.0, le=1.0)
@@ -390,7 +394,7 @@ class ScoringRun:
         for number in range(self.fans + 1):
             for _ in range(slots.get(number, 0)):
                 kind = kinds[self.invalid_kind_order[invalid_number]]
-                gid = global_user_id(self.fans + invalid_number)
+                gid = global_user_id(_INVALID_FAN_BASE + invalid_number)
                 result.append(InvalidRow(line, gid, kind))
                 invalid_number += 1
                 line += 1
@@ -476,7 +480,9 @@ class ScoringRun:
             pending_invalid = slots.get(number)
             if pending_invalid:
                 for _ in range(pending_invalid):
-                    yield invalid_row(broken, fans + invalid_number, kinds[invalid_number])
+                    yield invalid_row(
+                        broken, _INVALID_FAN_BASE + invalid_number, kinds[invalid_number]
+                    )
                     invalid_number += 1
             if number < fans:
                 yield draw(
@@ -628,7 +634,7 @@ class _FanRenderer:
             email = f"{_FIRST_SLUG[first]}.{_LAST_SLUG[last]}{suffix}@{domain}".upper()
         else:  # 3 %: trailing tab
             email = f"{_FIRST_SLUG[first]}.{_LAST_SLUG[last]}{suffix}@{domain}\t"
-        member = str(40_000_000 + number) if pick(5) < 27 else ""  # 84 %
+        member = str(40_000_000 + number % 100_000_000) if pick(5) < 27 else ""  # 84 %
         if pick(5) < 19:  # 59 % give a phone
             digits = pick(16) * 10_000 >> 16
             phone = f"+1{_AREA_CODES[pick(3)]}555{digits:04d}"

@@ -75,6 +75,32 @@ class Settings(BaseSettings):
             raise ValueError("no AWS endpoint configured")
         return int(self.aws_endpoint_url.rstrip("/").rsplit(":", 1)[1])
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``VFSTREAM_*`` variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"VFSTREAM_{name.upper()}"] = str(value)
+        return env
+
+    def namespaced(self, suffix: str) -> Settings:
+        """A copy whose app id and topics carry ``suffix``: isolated runs on one broker."""
+        return self.model_copy(
+            update={
+                "app_id": f"{self.app_id}-{suffix}",
+                "score_records_topic": f"{self.score_records_topic}-{suffix}",
+                "dead_letter_topic": f"{self.dead_letter_topic}-{suffix}",
+                "ingested_files_topic": f"{self.ingested_files_topic}-{suffix}",
+                "partials_topic": f"{self.partials_topic}-{suffix}",
+            }
+        )
+
     def aws_client_kwargs(self) -> dict[str, str | None]:
         return {
             "endpoint_url": self.aws_endpoint_url,

@@ -56,3 +56,17 @@ async def ensure_topics(settings: Settings) -> list[str]:
         return [spec.name for spec in wanted]
     finally:
         await admin.close()
+
+
+async def partition_count(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` has; 0 when it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for entry in described:
+        if entry.get("topic") == topic and entry.get("error_code", 0) == 0:
+            return len(entry.get("partitions", []))
+    return 0

@@ -209,6 +209,9 @@ def test_invalid_rows_belong_to_fans_without_any_valid_row(
     assert invalid_fans
     assert not invalid_fans & valid_fans
     assert {row.global_user_id for row in run.invalid_rows()}.isdisjoint(valid_fans)
+    bigger = generate_run(run.config.model_copy(update={"fans": 3 * FANS, "seed": 11}))
+    every_valid_fan = {gid for gid, _, _ in bigger.fan_values()}
+    assert invalid_fans.isdisjoint(every_valid_fan), "not even another run's valid fans"
 
 
 def test_fan_level_values_are_identical_across_a_fans_rows(counted: Recount) -> None:
@@ -369,6 +372,7 @@ def test_expected_counts_take_each_fans_newest_run_in_any_arrival_order(
 
 
 def test_expected_counts_keep_fans_only_an_older_larger_run_has(run: ScoringRun) -> None:
+    """A newer file with fewer fans leaves the others as the older file set them."""
     smaller_later = generate_run(
         run.config.model_copy(
             update={"fans": 500, "seed": 99, "scored_at": run.scored_at + timedelta(days=1)}
@@ -376,7 +380,7 @@ def test_expected_counts_keep_fans_only_an_older_larger_run_has(run: ScoringRun)
     )
     files = [(run, written(run)), (smaller_later, written(smaller_later))]
     counts = expected_counts([smaller_later, run])["c1001"]
-    assert counts == apply_in_arrival_order(files)
+    assert counts == apply_in_arrival_order(files)["c1001"]
     assert counts["verified"] + counts["rejected"] == FANS
 
 

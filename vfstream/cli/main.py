@@ -21,6 +21,9 @@ def _dev(args: argparse.Namespace) -> int:
             print(fetch_kafka(settings))
         elif args.action == "up":
             print(status_json(asyncio.run(stack.up())))
+        elif args.action == "provision":
+            asyncio.run(stack.provision())
+            print(json.dumps({"provisioned": True}))
         elif args.action == "down":
             stopped = stack.down()
             print(json.dumps({"stopped": stopped}))
@@ -89,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.set_defaults(func=_reconcile)
 
     dev = sub.add_parser("dev", help="the local stack: Kafka broker and AWS endpoint")
-    dev.add_argument("action", choices=["up", "down", "status", "fetch-kafka"])
+    dev.add_argument(
+        "action",
+        choices=["up", "down", "status", "fetch-kafka", "provision"],
+        help="provision: create topics and AWS resources on already running services",
+    )
     dev.set_defaults(func=_dev)
 
     generate = sub.add_parser("generate", help="write a realistic scoring file")

@@ -306,17 +306,20 @@ class LocalStack:
     def components(self) -> list[ManagedProcess]:
         return [self.kafka, self.moto]
 
-    async def up(self) -> list[ComponentStatus]:
+    async def provision(self) -> None:
         from vfstream.devstack.provision import provision_aws
         from vfstream.topics import ensure_topics
 
+        await ensure_topics(self.settings)
+        await provision_aws(self.settings)
+
+    async def up(self) -> list[ComponentStatus]:
         started = time.monotonic()
         for component in (self.kafka, self.moto):
             if component.pid() is None:
                 component.start()
         await asyncio.gather(self.kafka.wait_ready(), self.moto.wait_ready())
-        await ensure_topics(self.settings)
-        await provision_aws(self.settings)
+        await self.provision()
         log.info("local stack ready in %.1fs", time.monotonic() - started)
         return self.status()
 

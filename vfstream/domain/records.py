@@ -17,8 +17,8 @@ from pydantic import (
 
 SCORING_KEY_PATTERN = re.compile(
     r"^scrubbed/registrants\.(?P<campaign_id>[^./]+)\.(?P<campaign_name>[^/]+?)\."
-    r"(?P<date_time>\d{8}T\d{6}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
-    r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)"
+    r"(?P<date_time>\d{8}T\d{6}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})?"
+    r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})?)"
     r"\.cleaned\.prepared\.merged\.csv(?P<gz>\.gz)?$"
 )
 ID_PATTERN = re.compile(r"^(?P<user>.+?)(?P<rank>\d{3})$")
@@ -52,13 +52,21 @@ class ScoringKey(BaseModel):
 
 
 def parse_iso_datetime(text: str) -> datetime:
-    """ISO-8601 basic (20261020T120000Z) or extended; naive times are taken as UTC."""
+    """ISO-8601 basic (20261020T120000Z) or extended; ``Z`` or ``z`` is UTC, and naive times
+    are taken as UTC."""
     value = text.strip()
     if re.fullmatch(r"\d{8}T\d{6}(\.\d+)?.*", value):
         value = f"{value[0:4]}-{value[4:6]}-{value[6:8]}T{value[9:11]}:{value[11:13]}:{value[13:]}"
-    value = value.replace("Z", "+00:00")
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    return as_aware(datetime.fromisoformat(value))
+
+
+def as_aware(moment: datetime) -> datetime:
+    """The same moment with a time zone: a naive datetime is taken as UTC."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
 
 
 def parse_scoring_key(key: str) -> ScoringKey:
@@ -87,17 +95,34 @@ def check_header(header: list[str]) -> None:
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
         raise ScoringFileError(f"the header lacks required columns: {', '.join(missing)}")
+    seen: set[str] = set()
+    duplicated: list[str] = []
+    for column in header:
+        if column in CSV_COLUMNS:
+            if column in seen and column not in duplicated:
+                duplicated.append(column)
+            seen.add(column)
+    if duplicated:
+        raise ScoringFileError(f"the header repeats columns: {', '.join(duplicated)}")
 
 
-def parse_bool(value: Any) -> Any:
+def parse_bool(value: Any) -> bool:
+    """true/false, 1/0 or yes/no in any case, or a real bool; nothing else.
+
+    Decided here rather than by pydantic's lax bool parsing, which would also take
+    "on", "t", "y", 1.0 and bytes.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
     if isinstance(value, str):
         lowered = value.strip().lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
             return False
-        raise ValueError("expected true/false, 1/0 or yes/no")
-    return value
+    raise ValueError("expected true/false, 1/0 or yes/no")
 
 
 def split_tags(value: Any) -> Any:
@@ -107,10 +132,11 @@ def split_tags(value: Any) -> Any:
 
 
 def normalise_email(value: str) -> str:
+    """Trimmed and lower-cased; an email of only whitespace becomes the empty string."""
     return value.strip().lower()
 
 
-StrictBool = Annotated[bool, BeforeValidator(parse_bool)]
+FlexibleBool = Annotated[bool, BeforeValidator(parse_bool)]
 TagList = Annotated[list[str], BeforeValidator(split_tags)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -148,8 +174,8 @@ class ScoreRecord(BaseModel):
     localFanscore: FiniteFloat | None = None
     accountFanscore: FiniteFloat | None = None
     bandScore: FiniteFloat | None = None
-    isVerified: StrictBool
-    verdict: StrictBool | None = None
+    isVerified: FlexibleBool
+    verdict: FlexibleBool | None = None
     nudetectScore: FiniteFloat | None = None
     nudetectScoreBand: Literal["low", "medium", "high"] | None = None
     tags: TagList = Field(default_factory=list)
@@ -168,7 +194,14 @@ class ScoreRecord(BaseModel):
     @field_validator("email")
     @classmethod
     def _normalise_email(cls, value: str | None) -> str | None:
-        return normalise_email(value) if value is not None else None
+        if value is None:
+            return None
+        return normalise_email(value) or None
+
+    @field_validator("scoredAt")
+    @classmethod
+    def _aware_scored_at(cls, value: datetime) -> datetime:
+        return as_aware(value)
 
     @field_validator("nudetectScoreBand", mode="before")
     @classmethod
@@ -266,9 +299,11 @@ def build_score_record(
     reasons: list[str] = []
     row_id = data.get("id")
     user = data.get("globalUserId")
+    id_reported = False
     if row_id is not None:
         match = ID_PATTERN.match(row_id)
         if match is None or (user is not None and match["user"] != user):
+            id_reported = True
             reasons.append(
                 f"id: {row_id!r} is not globalUserId followed by a 3-digit rank"
                 + (f" (globalUserId {user!r})" if user is not None else "")
@@ -289,6 +324,12 @@ def build_score_record(
     try:
         record = ScoreRecord.model_validate(data)
     except ValidationError as exc:
-        reasons.extend(_describe(error) for error in exc.errors(include_url=False))
+        reasons.extend(
+            _describe(error)
+            for error in exc.errors(include_url=False)
+            # The id check above already explains a malformed id; pydantic's length rule
+            # would only say the same thing again.
+            if not (id_reported and error["loc"][:1] == ("id",))
+        )
         return reasons
     return reasons if reasons else record

@@ -6,6 +6,7 @@ Pure: it reads a text stream and yields rows; nothing here talks to S3 or Kafka.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -25,11 +26,19 @@ class CsvRow:
     reasons: list[str] = field(default_factory=list)
 
 
+class _OverlongLine(Exception):
+    """Raised through csv.reader to end the current row at an overlong line.
+
+    Handing csv a truncated line instead would leave it inside a quoted field when the
+    closing quote was cut off, and it would swallow the rows that follow.
+    """
+
+
 class _LineTap:
     """Feeds lines to csv.reader while remembering them, so each row keeps its raw text.
 
     Lines are read with a bound so one endless line cannot exhaust memory: the rest of an
-    overlong line is skipped and the row is flagged.
+    overlong line is skipped, the row ends there (``_OverlongLine``) and is flagged.
     """
 
     def __init__(self, stream: TextIO) -> None:
@@ -52,7 +61,8 @@ class _LineTap:
                 rest = self._stream.readline(MAX_ROW_BYTES + 1)
                 if not rest or rest.endswith("\n"):
                     break
-            line = line[:MAX_ROW_BYTES] + "\n"
+            self.pending.append(line[:MAX_ROW_BYTES] + "\n")
+            raise _OverlongLine
         self.pending.append(line)
         return line
 
@@ -70,6 +80,14 @@ def printable_raw(raw: str) -> str:
     if text.isascii():
         return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _salvage_fields(raw: str) -> list[str]:
+    """Best-effort fields of a cut-off row, so its dead letter can still say what it held."""
+    try:
+        return next(csv.reader(io.StringIO(raw, newline="")), [])
+    except csv.Error:
+        return []
 
 
 def _row_faults(raw: str, overlong: bool, n_fields: int, n_header: int) -> list[str]:
@@ -106,6 +124,10 @@ def read_scoring_rows(stream: TextIO) -> Iterator[CsvRow]:
             raise ScoringFileError("the file is empty: it has no header row") from None
         except csv.Error as exc:
             raise ScoringFileError(f"the header row is not valid CSV: {exc}") from exc
+        except _OverlongLine:
+            raise ScoringFileError(
+                f"the header row is longer than {MAX_ROW_BYTES // 1024} KiB"
+            ) from None
         tap.take()
         if first:
             header = [column.strip().lstrip("\ufeff") for column in first]
@@ -118,12 +140,16 @@ def read_scoring_rows(stream: TextIO) -> Iterator[CsvRow]:
             fields = next(reader)
         except StopIteration:
             return
+        except _OverlongLine:
+            raw, overlong = tap.take()
+            fields = _salvage_fields(raw)
         except csv.Error as exc:
             raw, overlong = tap.take()
             reasons = [*_row_faults(raw, overlong, 0, 0), f"row: malformed CSV ({exc})"]
             yield CsvRow(start_line, raw, {}, reasons)
             continue
-        raw, overlong = tap.take()
+        else:
+            raw, overlong = tap.take()
         if not fields:
             continue
         n_fields = len(fields)

@@ -37,6 +37,7 @@ from vfstream.domain.records import (
 from vfstream.ingest.csvrows import printable_raw, read_scoring_rows
 from vfstream.ingest.s3body import BlockingS3Body, open_text
 from vfstream.settings import Settings
+from vfstream.topics import partition_count
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,12 @@ class IngestedFiles:
             isolation_level="read_committed",
             enable_auto_commit=False,
         )
+        count = await partition_count(self.settings, topic)
+        if count == 0:
+            raise RuntimeError(f"topic {topic!r} does not exist; run `vfstream dev up`")
+        partitions = [TopicPartition(topic, p) for p in range(count)]
         await consumer.start()
         try:
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or {0}
-            ]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             ends = await consumer.end_offsets(partitions)

@@ -49,11 +49,15 @@ def parse_s3_notification(body: str | bytes) -> list[ObjectCreated]:
             if not str(record.get("eventName", "")).startswith("ObjectCreated"):
                 continue
             s3 = record["s3"]
-            created.append(
-                ObjectCreated(bucket=s3["bucket"]["name"], key=unquote_plus(s3["object"]["key"]))
-            )
+            bucket, key = s3["bucket"]["name"], s3["object"]["key"]
         except (KeyError, TypeError, AttributeError) as exc:
             raise NotificationError(f"malformed S3 record: {exc!r}") from exc
+        # A null or empty name would fail in ingestion on every redelivery, never settling.
+        if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
+            raise NotificationError(
+                f"malformed S3 record: bucket {bucket!r} and key {key!r} must be non-empty strings"
+            )
+        created.append(ObjectCreated(bucket=bucket, key=unquote_plus(key)))
     return created
 
 
