@@ -182,7 +182,10 @@ def parses(argv: list[str]) -> None:
     try:
         build_parser().parse_args(argv)
     except SystemExit as exc:
-        pytest.fail(f"`vfstream {' '.join(argv)}` is not a valid command (exit {exc.code})")
+        code = exc.code
+    else:
+        return
+    pytest.fail(f"`vfstream {' '.join(argv)}` is not a valid command (exit {code})")
 
 
 # ---- settings ----------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,10 +28,9 @@ from vfstream.domain.records import (
 from vfstream.ingest.csvrows import read_scoring_rows
 from vfstream.ingest.s3body import open_text
 
-SAMPLES = Path(os.environ.get("VFSTREAM_SHARED_DIR", Path(__file__).parents[4] / "shared")) / (
-    "samples"
-)
 SAMPLE_KEY = "scrubbed/registrants.c1001.summer-tour.20261020T120000Z.cleaned.prepared.merged.csv"
+# A copy of ../shared/samples: the SPEC's sample file, whose counts its README gives.
+SAMPLE_PATH = Path(__file__).parents[2] / "data" / Path(SAMPLE_KEY).name
 NOON = datetime(2026, 10, 20, 12, 0, tzinfo=UTC)
 KEY = ScoringKey(campaign_id="c1", campaign_name="Tour", scored_at=NOON, gzipped=False)
 SOURCE = RecordSource(bucket="bucket", key="scrubbed/x.csv", etag="etag-1", line=2)
@@ -503,12 +501,9 @@ def test_every_csv_column_maps_to_a_record_field() -> None:
 
 @pytest.fixture(scope="module")
 def sample_outcomes() -> dict[str, list[tuple[int, ScoreRecord | list[str]]]]:
-    path = SAMPLES / Path(SAMPLE_KEY).name
-    if not path.exists():
-        pytest.skip(f"sample file not found at {path}")
     key = parse_scoring_key(SAMPLE_KEY)
     outcomes: dict[str, list[tuple[int, ScoreRecord | list[str]]]] = {}
-    with open_text(io.BytesIO(path.read_bytes()), gzipped=False) as text:
+    with open_text(io.BytesIO(SAMPLE_PATH.read_bytes()), gzipped=False) as text:
         for csv_row in read_scoring_rows(text):
             assert csv_row.reasons == []
             source = RecordSource(bucket="b", key=SAMPLE_KEY, etag="e", line=csv_row.line)

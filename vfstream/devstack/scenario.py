@@ -1,0 +1,52 @@
+"""Steps shared by the demo, the integration tests and the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from vfstream.aws import aws_client
+from vfstream.devstack.workers import WorkerProcess
+from vfstream.generator import ScoringRun
+from vfstream.settings import Settings
+
+
+async def upload_run(
+    settings: Settings, run: ScoringRun, work_dir: Path, *, gzip: bool = False
+) -> str:
+    """Write a generated run to disk (never whole in memory) and put it in the scoring bucket."""
+    key = run.gz_object_key if gzip else run.object_key
+    path = work_dir / key.rsplit("/", 1)[-1]
+    work_dir.mkdir(parents=True, exist_ok=True)
+    run.write(path, gzip=gzip)
+    async with aws_client(settings, "s3") as s3:
+        await s3.upload_file(str(path), settings.scoring_bucket, key)
+    path.unlink()
+    return key
+
+
+async def wait_for_counts(
+    worker: WorkerProcess,
+    campaign_id: str,
+    expected: dict[str, int],
+    timeout: float = 300.0,
+    interval: float = 0.5,
+) -> tuple[dict[str, Any], float]:
+    """Poll the counts view until it shows ``expected``; returns the answer and seconds taken."""
+    import asyncio
+
+    started = time.monotonic()
+    last: Any = None
+    while time.monotonic() - started < timeout:
+        try:
+            status, body = await worker.get_json(f"/campaigns/{campaign_id}/counts")
+        except Exception as exc:  # the worker may be restarting
+            status, body = 0, repr(exc)
+        last = body
+        if status == 200 and all(body.get(name) == value for name, value in expected.items()):
+            return body, time.monotonic() - started
+        await asyncio.sleep(interval)
+    raise TimeoutError(
+        f"counts of {campaign_id} did not reach {expected} in {timeout:.0f}s; last: {last}"
+    )
