@@ -126,6 +126,13 @@ class VfStream:
             async for event in stream.events():
                 self.apply_snapshot(event.key, event.value)
 
+        @app.task
+        async def quiet_client_debug() -> None:
+            # Debug records from the Kafka client cost real time per message when a handler
+            # lets them through; keep the client at INFO or above whatever the worker's level.
+            for name in ("aiokafka", "faust.transport", "faust.topics"):
+                logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+
         @app.timer(FLUSH_IDLE_SECONDS)
         async def flush_idle() -> None:
             if not app.rebalancing:
@@ -164,7 +171,8 @@ class VfStream:
         totals = CampaignTotals.from_bytes(raw) if raw else CampaignTotals(campaignId=key.decode())
         moved = CountDelta()
         if "partial" in body:
-            moved = totals.merge_partial(PartialCounts.model_validate(body["partial"]))
+            partial = PartialCounts.model_validate(body["partial"])
+            moved = totals.merge_partial(partial, replace=bool(body.get("replace")))
         elif "run" in body:
             totals.merge_run(RunProgress.model_validate(body["run"]))
         self.campaign_counts[key] = totals.to_bytes()
@@ -214,6 +222,7 @@ def run_worker(loglevel: str = "info") -> int:
     settings = get_settings()
     asyncio.run(ensure_topics(settings))
     stream = build_app(settings)
+
     sys.argv = [sys.argv[0], "worker", "--loglevel", loglevel]
     stream.app.main()
     return 0

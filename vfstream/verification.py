@@ -61,6 +61,7 @@ class _PartitionBook:
     partials: dict[str, PartialCounts] = field(default_factory=dict)
     flushed: dict[str, int] = field(default_factory=dict)
     runs: dict[str, RunProgress] = field(default_factory=dict)
+    staged: dict[bytes, FanEnvelope] = field(default_factory=dict)
     dirty_partials: set[str] = field(default_factory=set)
     dirty_runs: set[str] = field(default_factory=set)
     index: dict[str, list[str]] | None = None
@@ -97,6 +98,12 @@ class VerificationLedger:
                 self._books.pop(partition, None)
 
     # --- table helpers (must run inside an event of the partition) -----------------------
+    def _write(self, partition: int, key: bytes, value: bytes) -> Any:
+        """Set a table key and return the changelog send, to be awaited for durability."""
+        sent = self.table.send_changelog(partition, key, value)
+        self.table.data[key] = value
+        return sent
+
     def _load_index(self, partition: int, book: _PartitionBook) -> dict[str, list[str]]:
         if book.index is None:
             raw = self.table.get(index_key(partition))
@@ -192,8 +199,10 @@ class VerificationLedger:
         key: bytes,
         record: ScoreRecord,
     ) -> WriteStatus:
-        raw = self.table.get(key)
-        stored = FanEnvelope.from_bytes(raw) if raw else None
+        stored = book.staged.get(key)
+        if stored is None:
+            raw = self.table.get(key)
+            stored = FanEnvelope.from_bytes(raw) if raw else None
         campaign = record.campaignId
         partial = self._partial(partition, book, campaign)
         run_id = run_id_of(record)
@@ -208,7 +217,8 @@ class VerificationLedger:
             datetime.now(UTC),
         )
         if outcome.envelope is not None:
-            self.table[key] = outcome.envelope.to_bytes()
+            # Staged, written at the flush: a fan's several rows cost one changelog write.
+            book.staged[key] = outcome.envelope
         if partial.watermark > book.flushed.get(campaign, -1):
             book.dirty_partials.add(campaign)
         if outcome.counted_for_run and run_id:
@@ -218,13 +228,18 @@ class VerificationLedger:
     async def flush(self, partition: int, ack: Callable[[Any], Awaitable[Any]]) -> None:
         book = self._books[partition]
         snapshots: list[Snapshot] = []
+        # Order matters: fan states, then the partials that cover them (see ledger.py).
+        sent: list[Any] = []
+        for key, envelope in book.staged.items():
+            sent.append(self._write(partition, key, envelope.to_bytes()))
+        book.staged.clear()
         if book.dirty_partials or book.dirty_runs:
             index = self._load_index(partition, book)
             grew = False
             for campaign in sorted(book.dirty_partials):
                 partial = book.partials[campaign]
                 body = partial.model_dump_json().encode()
-                self.table[partial_key(partition, campaign)] = body
+                sent.append(self._write(partition, partial_key(partition, campaign), body))
                 book.flushed[campaign] = partial.watermark
                 if campaign not in index["campaigns"]:
                     index["campaigns"].append(campaign)
@@ -233,15 +248,19 @@ class VerificationLedger:
             for run_id in sorted(book.dirty_runs):
                 run = book.runs[run_id]
                 body = run.model_dump_json().encode()
-                self.table[run_key(partition, run_id)] = body
+                sent.append(self._write(partition, run_key(partition, run_id), body))
                 if run_id not in index["runs"]:
                     index["runs"].append(run_id)
                     grew = True
                 snapshots.append((run.campaignId, orjson.dumps({"run": orjson.loads(body)})))
             if grew:
-                self.table[index_key(partition)] = orjson.dumps(index)
+                sent.append(self._write(partition, index_key(partition), orjson.dumps(index)))
             book.dirty_partials.clear()
             book.dirty_runs.clear()
+        if sent:
+            # Faust commits the offsets of acked events without waiting for changelog
+            # writes; so ack only once the broker holds every write this flush made.
+            await asyncio.gather(*sent)
         if snapshots:
             await self._emit(snapshots)
         for pending in book.unacked:

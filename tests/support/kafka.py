@@ -1,38 +1,5 @@
-"""Reading what the pipeline committed to Kafka, as a downstream consumer would."""
+"""Reading what the pipeline committed to Kafka (shared with the reconcile command)."""
 
-from __future__ import annotations
+from vfstream.kafka_read import latest_values, read_committed
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-
-from vfstream.settings import Settings
-from vfstream.topics import partition_count
-
-
-async def read_committed(settings: Settings, topic: str) -> list[ConsumerRecord]:
-    """Every committed message of ``topic`` up to its current end, all partitions."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
-    count = await partition_count(settings, topic)
-    if count == 0:
-        raise AssertionError(f"topic {topic} does not exist")
-    partitions = [TopicPartition(topic, p) for p in range(count)]
-    await consumer.start()
-    try:
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        out: list[ConsumerRecord] = []
-        remaining = {tp for tp in partitions if ends[tp] > 0}
-        while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000)
-            for messages in batches.values():
-                out.extend(messages)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
+__all__ = ["latest_values", "read_committed"]

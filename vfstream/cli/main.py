@@ -52,7 +52,10 @@ def _worker(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from vfstream.replay import run_replay
 
-    return run_replay(args.to, topic=args.topic)
+    if not args.rebuild and not args.to:
+        print("vfstream replay: --to is required (or --rebuild)", file=sys.stderr)
+        return 2
+    return run_replay(args.to or "earliest", topic=args.topic, rebuild_state=args.rebuild)
 
 
 def _reconcile(args: argparse.Namespace) -> int:
@@ -82,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.set_defaults(func=_ingest)
 
     replay = sub.add_parser("replay", help="move the worker group's offsets (workers stopped)")
-    replay.add_argument("--to", required=True, help="earliest | <ISO datetime> | <offset>")
+    replay.add_argument("--to", default=None, help="earliest | <ISO datetime> | <offset>")
     replay.add_argument("--topic", default=None, help="source topic (default: score records)")
+    replay.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="wipe all state and counts (changelogs, local data dir) and replay from earliest",
+    )
     replay.set_defaults(func=_replay)
 
     reconcile = sub.add_parser("reconcile", help="recount from state; report or fix")

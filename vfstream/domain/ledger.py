@@ -157,10 +157,14 @@ class CampaignTotals(BaseModel):
             )
         return total
 
-    def merge_partial(self, partial: PartialCounts) -> CountDelta:
-        """Take a partial unless an older one; returns how the campaign total moved."""
+    def merge_partial(self, partial: PartialCounts, *, replace: bool = False) -> CountDelta:
+        """Take a partial unless an older one; returns how the campaign total moved.
+
+        ``replace`` (reconcile --fix) takes it whatever its watermark, so a corrupt partial
+        with a too-high watermark cannot block the real ones that follow.
+        """
         current = self.partials.get(partial.partition)
-        if current is not None and partial.watermark < current.watermark:
+        if current is not None and partial.watermark < current.watermark and not replace:
             return CountDelta()
         before = current.counts if current else Counts()
         self.partials[partial.partition] = partial

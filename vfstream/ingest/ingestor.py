@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from botocore.exceptions import ClientError
 
@@ -36,8 +36,8 @@ from vfstream.domain.records import (
 )
 from vfstream.ingest.csvrows import printable_raw, read_scoring_rows
 from vfstream.ingest.s3body import BlockingS3Body, open_text
+from vfstream.kafka_read import latest_values
 from vfstream.settings import Settings
-from vfstream.topics import partition_count
 
 log = logging.getLogger(__name__)
 
@@ -97,35 +97,8 @@ class IngestedFiles:
         self.settings = settings
 
     async def load(self) -> dict[str, dict[str, Any]]:
-        topic = self.settings.ingested_files_topic
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-        )
-        count = await partition_count(self.settings, topic)
-        if count == 0:
-            raise RuntimeError(f"topic {topic!r} does not exist; run `vfstream dev up`")
-        partitions = [TopicPartition(topic, p) for p in range(count)]
-        await consumer.start()
-        try:
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            done: dict[str, dict[str, Any]] = {}
-            remaining = {tp for tp in partitions if ends[tp] > 0}
-            while remaining:
-                batches = await consumer.getmany(*remaining, timeout_ms=1000)
-                for messages in batches.values():
-                    for message in messages:
-                        if message.key is not None and message.value is not None:
-                            done[message.key.decode()] = orjson.loads(message.value)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
-            return done
-        finally:
-            await consumer.stop()
+        values = await latest_values(self.settings, self.settings.ingested_files_topic)
+        return {key.decode(): orjson.loads(value) for key, (_, value) in values.items()}
 
 
 class ScoringFileIngestor:

@@ -1,0 +1,165 @@
+"""``vfstream replay``: move the worker group's committed offsets, like Kafka's reset tool.
+
+Workers must be stopped: committing offsets for a group with live members would be
+overwritten by them (and Kafka refuses it). Replaying keeps counts exact because the state
+remembers the offset of every fan's last change (see ``vfstream.domain.ledger``): records at
+or below it are ``unchanged``. ``--rebuild`` instead forgets all state and recomputes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
+
+from vfstream.domain.records import parse_iso_datetime
+from vfstream.settings import Settings, get_settings
+from vfstream.topics import ensure_topics, partition_count
+
+CHANGELOG_TABLES = ("fan-state", "campaign-counts", "campaign-count-windows")
+
+
+class ReplayError(RuntimeError):
+    """The offsets cannot be moved (group active, unknown topic, bad target)."""
+
+
+@dataclass(frozen=True)
+class ReplayTarget:
+    earliest: bool = False
+    moment: datetime | None = None
+    offset: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ReplayTarget:
+        value = text.strip()
+        if value.lower() == "earliest":
+            return cls(earliest=True)
+        if value.isdigit():
+            return cls(offset=int(value))
+        try:
+            return cls(moment=parse_iso_datetime(value))
+        except ValueError:
+            raise ReplayError(
+                f"--to takes earliest, an ISO datetime or an offset; got {text!r}"
+            ) from None
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    return [f"{settings.app_id}-{table}-changelog" for table in CHANGELOG_TABLES]
+
+
+async def group_members(settings: Settings) -> tuple[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_consumer_groups([settings.app_id])
+    finally:
+        await admin.close()
+    for response in described:
+        for group in _groups_of(response):
+            return str(group[2]), len(group[5])
+    return "Dead", 0
+
+
+def _groups_of(response: Any) -> list[Any]:
+    groups = response.groups if hasattr(response, "groups") else response.get("groups", [])
+    return list(groups)
+
+
+async def _target_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], target: ReplayTarget
+) -> dict[TopicPartition, int]:
+    begin = await consumer.beginning_offsets(partitions)
+    end = await consumer.end_offsets(partitions)
+    if target.earliest:
+        return dict(begin)
+    if target.offset is not None:
+        return {tp: min(max(target.offset, begin[tp]), end[tp]) for tp in partitions}
+    assert target.moment is not None
+    stamp = int(target.moment.timestamp() * 1000)
+    found = await consumer.offsets_for_times({tp: stamp for tp in partitions})
+    return {tp: (found[tp].offset if found.get(tp) else end[tp]) for tp in partitions}
+
+
+async def replay(settings: Settings, to: str, topic: str | None = None) -> dict[str, Any]:
+    target = ReplayTarget.parse(to)
+    state, members = await group_members(settings)
+    if members:
+        raise ReplayError(
+            f"consumer group {settings.app_id!r} has {members} live member(s) (state {state}); "
+            "stop every worker first"
+        )
+    source = topic or settings.score_records_topic
+    count = await partition_count(settings, source)
+    if count == 0:
+        raise ReplayError(f"topic {source!r} does not exist")
+    partitions = [TopicPartition(source, p) for p in range(count)]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.app_id,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        previous = {tp: await consumer.committed(tp) for tp in partitions}
+        offsets = await _target_offsets(consumer, partitions, target)
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items()})
+    finally:
+        await consumer.stop()
+    return {
+        "group": settings.app_id,
+        "topic": source,
+        "partitions": [
+            {"partition": tp.partition, "from": previous[tp], "to": offsets[tp]}
+            for tp in partitions
+        ],
+    }
+
+
+async def rebuild(settings: Settings) -> dict[str, Any]:
+    """Forget all derived state, then replay every score record from the beginning."""
+    state, members = await group_members(settings)
+    if members:
+        raise ReplayError(f"consumer group {settings.app_id!r} is active (state {state})")
+    doomed = [*changelog_topics(settings), settings.partials_topic]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        present = [name for name in doomed if name in existing]
+        if present:
+            await admin.delete_topics(present)
+        for _ in range(100):  # deletion is asynchronous on the broker
+            if not set(present) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    await ensure_topics(settings)
+    if settings.data_dir.exists():
+        shutil.rmtree(settings.data_dir)
+    moved = await replay(settings, "earliest")
+    return {"deleted": present, "wipedDataDir": str(settings.data_dir), **moved}
+
+
+def run_replay(to: str, topic: str | None = None, rebuild_state: bool = False) -> int:
+    settings = get_settings()
+    try:
+        if rebuild_state:
+            result = asyncio.run(rebuild(settings))
+        else:
+            result = asyncio.run(replay(settings, to, topic))
+    except ReplayError as exc:
+        print(f"vfstream replay: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return 0
