@@ -59,6 +59,7 @@ class VfStream:
             web_host=settings.web_host,
             web_port=settings.web_port,
             web_bind=settings.web_host,
+            canonical_url=settings.advertised_web_url,
             web_in_thread=False,
             # Events are acked only after the partial counts covering them are flushed;
             # waiting for "empty" on rebalance would wait for acks that come with the next event.
@@ -69,6 +70,8 @@ class VfStream:
             key_serializer="raw",
             value_serializer="raw",
             broker_commit_interval=1.0,
+            broker_session_timeout=settings.session_timeout_seconds,
+            broker_heartbeat_interval=max(settings.session_timeout_seconds / 4, 0.5),
         )
         app = self.app
         self.score_topic = app.topic(settings.score_records_topic, partitions=partitions, **RAW)

@@ -5,6 +5,7 @@ Defaults point at the local stack started by ``vfstream dev up``.
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,7 +25,6 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "vf-dead-letters"
     ingested_files_topic: str = "vf-ingested-files"
     partials_topic: str = "vf-campaign-partials"
-    processing_guarantee: str = "exactly_once"
     # Kafka caps a transaction at transaction.max.timeout.ms (15 min by default);
     # one scoring file is one transaction, so a big file needs most of that.
     ingest_transaction_timeout_ms: int = 600_000
@@ -33,10 +33,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".state/worker")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # The host other workers use to reach this one (table views are proxied to the owner).
+    # Defaults to web_host, or the machine's hostname when binding all interfaces.
+    web_advertised_host: str | None = None
     window_seconds: float = Field(default=60.0, gt=0)
     window_expires_seconds: float = Field(default=86_400.0, gt=0)
     listen_for_notifications: bool = True
     standby_replicas: int = Field(default=0, ge=0)
+    # How fast the group notices a dead worker (kill -9, lost pod) and rebalances.
+    session_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # AWS (moto server locally)
     aws_endpoint_url: str | None = "http://127.0.0.1:5000"
@@ -60,6 +65,13 @@ class Settings(BaseSettings):
     kafka_version: str = "4.1.1"
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
+
+    @property
+    def advertised_web_url(self) -> str:
+        host = self.web_advertised_host
+        if not host:
+            host = socket.gethostname() if self.web_host in ("0.0.0.0", "::") else self.web_host
+        return f"http://{host}:{self.web_port}"
 
     @property
     def kafka_host(self) -> str:

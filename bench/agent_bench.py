@@ -1,0 +1,89 @@
+"""Verification agent throughput beside the Python ceiling: a plain aiokafka consumer
+reading and JSON-decoding the same topic in the same run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from vfstream.devstack.scenario import upload_run
+from vfstream.devstack.workers import WorkerProcess
+from vfstream.generator import GeneratorConfig, generate_run
+from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.settings import Settings
+from vfstream.topics import ensure_topics, partition_count
+
+
+async def plain_consumer_rate(settings: Settings, topic: str, expected: int) -> float:
+    count = await partition_count(settings, topic)
+    partitions = [TopicPartition(topic, p) for p in range(count)]
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen = 0
+        started = time.monotonic()
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for messages in batches.values():
+                for message in messages:
+                    orjson.loads(message.value)
+                seen += sum(len(m) for m in batches.values())
+        return seen / (time.monotonic() - started)
+    finally:
+        await consumer.stop()
+
+
+async def agent_rate(settings: Settings, expected: int, logs: Path) -> tuple[float, float]:
+    """Records/s between 10% and 90% of the run, and seconds to settle all of it."""
+    worker = WorkerProcess(settings, "bench-agent", logs)
+    worker.start()
+    try:
+        await worker.wait_ready()
+        started = time.monotonic()
+        marks: dict[str, tuple[float, int]] = {}
+        while True:
+            _, body = await worker.get_json("/statuses")
+            seen, now = body["recordsIn"], time.monotonic()
+            if seen >= expected * 0.1 and "low" not in marks:
+                marks["low"] = (now, seen)
+            if seen >= expected * 0.9 and "high" not in marks:
+                marks["high"] = (now, seen)
+            if seen >= expected:
+                break
+            await asyncio.sleep(0.25)
+        (t1, n1), (t2, n2) = marks["low"], marks["high"]
+        return (n2 - n1) / max(t2 - t1, 1e-6), time.monotonic() - started
+    finally:
+        worker.stop()
+
+
+def agent_benchmark(settings: Settings, work: Path, fans: int = 100_000) -> dict:
+    asyncio.run(ensure_topics(settings))
+    run = generate_run(GeneratorConfig(campaign_id="cagent", campaign_name="bench", fans=fans))
+
+    async def load() -> int:
+        key = await upload_run(settings, run, work)
+        summary = await ScoringFileIngestor(settings).ingest(settings.scoring_bucket, key)
+        return summary.valid
+
+    records = asyncio.run(load())
+    plain = asyncio.run(plain_consumer_rate(settings, settings.score_records_topic, records))
+    agent, settle = asyncio.run(agent_rate(settings, records, work / "logs"))
+    return {
+        "agent_records": records,
+        "agent_records_per_s": round(agent),
+        "plain_consumer_records_per_s": round(plain),
+        "agent_to_plain_ratio": round(agent / plain, 3),
+        "agent_settle_seconds": round(settle, 1),
+    }

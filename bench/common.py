@@ -1,0 +1,70 @@
+"""Shared set-up for benchmarks: the local stack on its own ports, isolated topics."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from vfstream.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_stack(state_dir: Path) -> Settings:
+    """Start a private local stack for the benchmark run (stopped by ``stop_stack``)."""
+    settings = Settings(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        aws_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        dev_state_dir=state_dir,
+        listen_for_notifications=False,
+        kafka_heap="1g",
+    )
+    cli(settings, "dev", "up")
+    return settings
+
+
+def stop_stack(settings: Settings) -> None:
+    cli(settings, "dev", "down", check=False)
+
+
+def isolated(settings: Settings, data_dir: Path) -> Settings:
+    return settings.namespaced("bench" + uuid.uuid4().hex[:6]).model_copy(
+        update={"data_dir": data_dir, "web_port": free_port()}
+    )
+
+
+def cli(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "vfstream.cli.main", *args],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"vfstream {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    memory = ""
+    try:
+        total_kb = next(
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        )
+        memory = f", {total_kb / 1024 / 1024:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    return f"{platform.machine()}, {cpus} cores{memory}, Python {platform.python_version()}"

@@ -1,0 +1,61 @@
+"""``make bench``: every benchmark on a private local stack; ``name=value`` lines and
+BENCHMARKS.md. Not part of the test suite."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.agent_bench import agent_benchmark
+from bench.common import bench_stack, isolated, machine, stop_stack
+from bench.ingest_bench import ingest_benchmark
+
+TARGETS = {
+    "ingest_rows_per_s": ">= 50000",
+    "ingest_peak_rss_mb": "<= 300",
+    "agent_records_per_s": ">= 20000",
+    "agent_to_plain_ratio": ">= 0.4",
+}
+
+
+def main(argv: list[str]) -> int:
+    wanted = set(argv) or {"ingest", "agent"}
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="vfstream-bench-") as tmp:
+        work = Path(tmp)
+        settings = bench_stack(work / "stack")
+        try:
+            if "ingest" in wanted:
+                results.update(ingest_benchmark(isolated(settings, work / "w1"), work / "f1"))
+            if "agent" in wanted:
+                results.update(agent_benchmark(isolated(settings, work / "w2"), work / "f2"))
+        finally:
+            stop_stack(settings)
+    for name, value in results.items():
+        print(f"{name}={value}")
+    write_report(results)
+    return 0
+
+
+def write_report(results: dict[str, object]) -> None:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine()} with `make bench`",
+        "(private local stack: Kafka 4.1.1 KRaft, moto 5.2.5, all on 127.0.0.1).",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+    ]
+    for name, value in results.items():
+        lines.append(f"| `{name}` | {value} | {TARGETS.get(name, '')} |")
+    notes = Path("bench/NOTES.md")
+    if notes.exists():
+        lines += ["", notes.read_text().strip()]
+    Path("BENCHMARKS.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
