@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 VFSTREAM := $(VENV)/bin/vfstream
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint bench install kafka dev-up dev-down clean
+.PHONY: demo test unit integration lint bench install kafka browser dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ install: $(STAMP)
 kafka: $(STAMP)
 	$(VFSTREAM) dev fetch-kafka
 
+# Debian's Chromium for the dashboard test (Playwright drives it; its own download can't work).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install chromium'"; fi; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vfstream tests bench
 	$(VENV)/bin/ruff format --check vfstream tests bench
@@ -26,7 +32,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 # The suite starts its own local stack (Kafka + moto) on free ports and stops it at the end.
-test: $(STAMP) kafka
+test: $(STAMP) kafka browser
 	$(VENV)/bin/ruff check vfstream tests bench
 	$(PY) -m pytest -q
 

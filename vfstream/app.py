@@ -14,9 +14,11 @@ from typing import Any
 import faust
 import orjson
 from faust.types import TP
+from prometheus_client import CollectorRegistry
 
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
 from vfstream.domain.state import CountDelta
+from vfstream.metrics import CONSUMER_LAG
 from vfstream.settings import Settings, get_settings
 from vfstream.verification import VerificationLedger
 
@@ -30,13 +32,16 @@ def raw_schema() -> faust.Schema:
 
 
 def raw_table(table: Any, *, keys: str = "raw") -> Any:
-    # Faust derives a table's serializers from its types (bytes -> json), not its schema.
+    # Faust derives a table's serializers from its types (bytes -> json), not its schema;
+    # the changelog topic must agree too, because web routing hashes keys with it.
     table.key_serializer = keys
     table.value_serializer = "raw"
+    table.changelog_topic = table._new_changelog_topic()
     return table
 
 
 REANNOUNCE_SECONDS = 5.0
+LAG_SECONDS = 5.0
 FLUSH_IDLE_SECONDS = 0.2
 EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
 
@@ -158,15 +163,39 @@ class VfStream:
         async def on_assigned(app: Any, assigned: set[TP], **kwargs: Any) -> None:
             ledger.forget()
 
+        from faust.sensors.prometheus import setup_prometheus_sensors
+
         from vfstream.web import register_views
 
+        # A registry per app: Faust's metrics would clash in the global one when a process
+        # builds more than one app (tests); /metrics serves both (see web.py).
+        self.faust_metrics = CollectorRegistry()
+        setup_prometheus_sensors(
+            app, pattern="/metrics/faust", registry=self.faust_metrics, name_prefix="faust"
+        )
         register_views(self)
+
+        @app.timer(LAG_SECONDS)
+        async def measure_lag() -> None:
+            await self.measure_lag()
 
         if self.settings.listen_for_notifications:
 
             @app.task
             async def listen_for_scoring_files() -> None:
                 await self._listen_for_scoring_files()
+
+    async def measure_lag(self) -> None:
+        consumer = self.app.consumer
+        try:
+            assignment = consumer.assignment()
+        except Exception:
+            return
+        for tp in assignment:
+            highwater = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            if highwater is not None and position is not None:
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
     def apply_snapshot(self, key: bytes, value: bytes) -> CountDelta:
         body = orjson.loads(value)

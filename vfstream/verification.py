@@ -30,6 +30,14 @@ from vfstream.domain.ledger import (
 )
 from vfstream.domain.records import ScoreRecord
 from vfstream.domain.state import WriteStatus
+from vfstream.metrics import (
+    DEAD_LETTERS,
+    FLUSHES,
+    RECORDS_IN,
+    RECORDS_OUT,
+    SNAPSHOTS,
+    WRITE_STATUSES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +174,7 @@ class VerificationLedger:
         partition, offset = message.partition, message.offset
         book = self._books[partition]
         self.records_in += 1
+        RECORDS_IN.labels("verify").inc()
         try:
             record = ScoreRecord.from_json(event.value)
         except (ValidationError, ValueError) as exc:
@@ -182,9 +191,11 @@ class VerificationLedger:
                 ),
             )
             status = WriteStatus.INVALID
+            DEAD_LETTERS.labels("score-record").inc()
         else:
             status = self._apply(partition, offset, book, event.key, record)
         self.statuses[status.value] += 1
+        WRITE_STATUSES.labels(status.value).inc()
         book.unacked.append(event)
         now = time.monotonic()
         if len(book.unacked) >= FLUSH_EVERY_EVENTS or now - book.last_flush >= FLUSH_EVERY_SECONDS:
@@ -263,6 +274,9 @@ class VerificationLedger:
             await asyncio.gather(*sent)
         if snapshots:
             await self._emit(snapshots)
+            SNAPSHOTS.inc(len(snapshots))
+        FLUSHES.inc()
+        RECORDS_OUT.labels("verify").inc(len(book.unacked))
         for pending in book.unacked:
             await ack(pending)
         book.unacked.clear()

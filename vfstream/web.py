@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import orjson
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from vfstream.domain.ledger import CampaignTotals, FanEnvelope
 
@@ -94,6 +97,28 @@ def register_views(stream: VfStream) -> None:
 
             return await _routed(stream, self, request, stream.fan_states, key, local)
 
+    @app.page("/")
+    class Dashboard(View):
+        async def get(self, request: Request) -> Response:
+            page = resources.files("vfstream.static").joinpath("dashboard.html").read_bytes()
+            return self.bytes(page, content_type="text/html")
+
+    @app.page("/campaigns/local")
+    class LocalCampaigns(View):
+        async def get(self, request: Request) -> Response:
+            return _json(self, {"campaigns": local_campaigns(stream)})
+
+    @app.page("/dashboard/campaigns")
+    class AllCampaigns(View):
+        async def get(self, request: Request) -> Response:
+            return _json(self, {"campaigns": await all_campaigns(stream)})
+
+    @app.page("/metrics")
+    class Metrics(View):
+        async def get(self, request: Request) -> Response:
+            body = generate_latest(REGISTRY) + generate_latest(stream.faust_metrics)
+            return self.bytes(body, content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -112,6 +137,37 @@ def register_views(stream: VfStream) -> None:
             return _json(
                 self, {"recordsIn": ledger.records_in, "writeStatuses": dict(ledger.statuses)}
             )
+
+
+def local_campaigns(stream: VfStream) -> list[dict[str, Any]]:
+    """Counts of the campaigns whose counts this worker owns."""
+    out = []
+    for value in stream.campaign_counts.values():
+        if value:
+            out.append(CampaignTotals.from_bytes(value).as_public())
+    return out
+
+
+async def all_campaigns(stream: VfStream) -> list[dict[str, Any]]:
+    """Every worker's local campaigns, gathered through the table's routing metadata."""
+    merged = {item["campaignId"]: item for item in local_campaigns(stream)}
+    me = str(stream.app.conf.canonical_url).rstrip("/")
+    try:
+        hosts = set(stream.app.router.table_metadata(stream.campaign_counts.name))
+    except Exception:
+        hosts = set()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+        for host in hosts:
+            url = str(host).rstrip("/")
+            if url == me:
+                continue
+            try:
+                async with session.get(f"{url}/campaigns/local") as resp:
+                    for item in (await resp.json())["campaigns"]:
+                        merged[item["campaignId"]] = item
+            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError):
+                continue
+    return sorted(merged.values(), key=lambda item: item["campaignId"])
 
 
 def _parse_time(text: str | None) -> float | None:

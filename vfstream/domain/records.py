@@ -285,13 +285,17 @@ def _describe(error: Any) -> str:
 def build_score_record(
     values: dict[str, str],
     scoring_key: ScoringKey,
-    source: RecordSource,
+    source: RecordSource | dict[str, Any],
 ) -> ScoreRecord | list[str]:
-    """Validate one row (column -> text) into a score record, or return every reason it fails."""
+    """Validate one row (column -> text) into a score record, or return every reason it fails.
+
+    ``source`` may be a plain dict: it is validated with the record, which is cheaper than
+    building a RecordSource first (this runs once per row of million-row files).
+    """
     data: dict[str, Any] = {}
-    for column, field in CSV_COLUMNS.items():
-        text = values.get(column)
-        if text is None:
+    for column, text in values.items():
+        field = CSV_COLUMNS.get(column)
+        if field is None:
             continue
         text = text.strip()
         if text:

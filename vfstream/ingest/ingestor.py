@@ -28,7 +28,6 @@ from botocore.exceptions import ClientError
 
 from vfstream.aws import aws_client
 from vfstream.domain.records import (
-    RecordSource,
     RowRejection,
     ScoringFileError,
     build_score_record,
@@ -37,6 +36,7 @@ from vfstream.domain.records import (
 from vfstream.ingest.csvrows import printable_raw, read_scoring_rows
 from vfstream.ingest.s3body import BlockingS3Body, open_text
 from vfstream.kafka_read import latest_values
+from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,10 @@ class ScoringFileIngestor:
             summary.produced = 0
             log.error("scoring file s3://%s/%s rejected: %s", bucket, key, exc)
         summary.seconds = time.monotonic() - started
+        INGESTED_FILES.labels(summary.status).inc()
+        RECORDS_IN.labels("ingest").inc(summary.rows_in)
+        RECORDS_OUT.labels("ingest").inc(summary.produced)
+        DEAD_LETTERS.labels("scoring-row").inc(summary.invalid if summary.produced else 0)
         return summary
 
     async def _ingest(self, summary: IngestSummary, force: bool) -> None:
@@ -249,7 +253,7 @@ class ScoringFileIngestor:
                     return
                 summary.rows_in += 1
                 chunk.rows += 1
-                source = RecordSource(bucket=bucket, key=key, etag=etag, line=row.line, run=run)
+                source = {"bucket": bucket, "key": key, "etag": etag, "line": row.line, "run": run}
                 result = build_score_record(row.values, scoring_key, source)
                 if isinstance(result, list) or row.reasons:
                     reasons = [*row.reasons, *(result if isinstance(result, list) else [])]
@@ -336,8 +340,11 @@ class _PartitionedWriter:
         if not messages:
             return
         count = await self._partition_count(topic)
+        last_key, partition = b"", 0
         for key, value in messages:
-            partition = (murmur2(key) & 0x7FFFFFFF) % count
+            if key != last_key:  # a fan's rows are consecutive: hash each key once
+                partition = (murmur2(key) & 0x7FFFFFFF) % count
+                last_key = key
             slot = (topic, partition)
             builder = self._builders.get(slot)
             if builder is None:

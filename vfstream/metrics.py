@@ -1,0 +1,22 @@
+"""Prometheus metrics of the pipeline stages (Faust's own come from its Prometheus monitor)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+RECORDS_IN = Counter("vfstream_records_in_total", "Records that entered a stage", ["stage"])
+RECORDS_OUT = Counter("vfstream_records_out_total", "Records a stage passed on", ["stage"])
+WRITE_STATUSES = Counter("vfstream_write_status_total", "Fan-state write outcomes", ["status"])
+DEAD_LETTERS = Counter(
+    "vfstream_dead_letters_total", "Records sent to a dead-letter topic", ["kind"]
+)
+FLUSHES = Counter("vfstream_partition_flushes_total", "Partial-count flushes of source partitions")
+SNAPSHOTS = Counter("vfstream_snapshots_total", "Partial snapshots announced to the tally agent")
+INGESTED_FILES = Counter("vfstream_ingested_files_total", "Scoring files by outcome", ["status"])
+CONSUMER_LAG = Gauge(
+    "vfstream_consumer_lag",
+    "Messages behind the end of each assigned partition",
+    ["topic", "partition"],
+)
+SINK_RETRIES = Counter("vfstream_sink_retries_total", "Retried calls to a sink", ["sink"])
+SINK_FAILURES = Counter("vfstream_sink_failures_total", "Calls to a sink that gave up", ["sink"])
