@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     listen_for_notifications: bool = True
     standby_replicas: int = Field(default=0, ge=0)
     # How fast the group notices a dead worker (kill -9, lost pod) and rebalances.
-    session_timeout_seconds: float = Field(default=10.0, gt=0)
+    session_timeout_seconds: float = Field(default=15.0, gt=0)
 
     # AWS (moto server locally)
     aws_endpoint_url: str | None = "http://127.0.0.1:5000"
