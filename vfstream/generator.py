@@ -48,7 +48,7 @@ from typing import IO, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vfstream.domain.records import parse_iso_datetime, parse_scoring_key
+from vfstream.domain.records import CSV_COLUMNS, parse_iso_datetime, parse_scoring_key
 
 __all__ = [
     "COLUMNS",
@@ -65,31 +65,7 @@ __all__ = [
 ]
 
 # Header in the order of the SPEC 2.1 table (the order real exports use).
-COLUMNS: tuple[str, ...] = (
-    "globalUserId",
-    "id",
-    "campaign_id",
-    "event_id",
-    "hbase",
-    "score",
-    "localFanscore",
-    "accountFanscore",
-    "bandScore",
-    "isVerified",
-    "verdict",
-    "nudetect.score",
-    "nudetect.scoreBand",
-    "review_notes",
-    "codes",
-    "memberId",
-    "email",
-    "firstName",
-    "lastName",
-    "phone",
-    "phoneType",
-    "phoneConfirmedDate",
-    "locale",
-)
+COLUMNS: tuple[str, ...] = tuple(CSV_COLUMNS)
 _COL = {name: index for index, name in enumerate(COLUMNS)}
 _REQUIRED = ("globalUserId", "id", "campaign_id", "event_id", "score", "isVerified")
 

@@ -16,6 +16,7 @@ from tests.support.aws import put_object
 from tests.support.kafka import read_committed
 from tests.support.waiting import eventually
 from vfstream.devstack.workers import WorkerProcess
+from vfstream.domain.records import CSV_COLUMNS
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
 
@@ -24,11 +25,7 @@ pytestmark = pytest.mark.integration
 # A copy of ../shared/samples: the SPEC's sample file, whose counts its README gives.
 SAMPLE_NAME = "registrants.c1001.summer-tour.20261020T120000Z.cleaned.prepared.merged.csv"
 SAMPLE_PATH = Path(__file__).parents[1] / "data" / SAMPLE_NAME
-HEADER = (
-    "globalUserId,id,campaign_id,event_id,hbase,score,localFanscore,accountFanscore,bandScore,"
-    "isVerified,verdict,nudetect.score,nudetect.scoreBand,review_notes,codes,memberId,email,"
-    "firstName,lastName,phone,phoneType,phoneConfirmedDate,locale"
-)
+HEADER = ",".join(CSV_COLUMNS)
 
 
 def sample_bytes() -> bytes:

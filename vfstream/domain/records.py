@@ -158,7 +158,20 @@ class EventPreference(BaseModel):
     market: str | None = None
 
 
-class ScoreRecord(BaseModel):
+class FanContact(BaseModel):
+    """Contact data of a fan: carried by score records and kept in the verification state."""
+
+    memberId: str | None = None
+    email: str | None = None
+    firstName: str | None = None
+    lastName: str | None = None
+    phone: str | None = None
+    phoneType: str | None = None
+    phoneConfirmedDate: str | None = None
+    locale: str | None = None
+
+
+class ScoreRecord(FanContact):
     """One valid row: one (fan, ranked event preference) of one scoring run."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -180,14 +193,6 @@ class ScoreRecord(BaseModel):
     nudetectScoreBand: Literal["low", "medium", "high"] | None = None
     tags: TagList = Field(default_factory=list)
     codes: TagList = Field(default_factory=list)
-    memberId: str | None = None
-    email: str | None = None
-    firstName: str | None = None
-    lastName: str | None = None
-    phone: str | None = None
-    phoneType: str | None = None
-    phoneConfirmedDate: str | None = None
-    locale: str | None = None
     scoredAt: datetime
     source: RecordSource | None = None
 

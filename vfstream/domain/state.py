@@ -14,7 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from vfstream.domain.records import EventPreference, RecordSource, ScoreRecord, record_key
+from vfstream.domain.records import (
+    EventPreference,
+    FanContact,
+    RecordSource,
+    ScoreRecord,
+    record_key,
+)
 
 
 class WriteStatus(StrEnum):
@@ -114,7 +120,7 @@ class Nudetect(BaseModel):
     scoreBand: Literal["low", "medium", "high"] | None = None
 
 
-class VerificationState(BaseModel):
+class VerificationState(FanContact):
     """Everything known about one fan in one campaign; one per `<campaignId>:<globalUserId>`.
 
     `rank0` is derived from `events` so the two can never disagree; it is still part of
@@ -126,14 +132,6 @@ class VerificationState(BaseModel):
     campaignId: str = Field(min_length=1)
     campaignName: str | None = None
     globalUserId: str = Field(min_length=1)
-    memberId: str | None = None
-    email: str | None = None
-    firstName: str | None = None
-    lastName: str | None = None
-    phone: str | None = None
-    phoneType: str | None = None
-    phoneConfirmedDate: str | None = None
-    locale: str | None = None
     score: float
     localFanscore: float | None = None
     accountFanscore: float | None = None
