@@ -174,6 +174,11 @@ class VerificationState(FanContact):
         return cls.model_validate_json(data)
 
 
+_FAN_DATA_FIELDS = tuple(
+    name for name in VerificationState.model_fields if name not in BOOKKEEPING_FIELDS
+)
+
+
 class Transition(BaseModel):
     """The result of applying one record: what to store, how to report it, what to count."""
 
@@ -239,8 +244,9 @@ def apply_score_record(
     if state is not None and state.key != record.key:
         raise ValueError(f"record {record.key!r} cannot be applied to state {state.key!r}")
     scored_at = as_utc(record.scoredAt)
+    # model_construct: every value below comes from validated models; this runs per record.
     if state is None:
-        created = VerificationState(
+        created = VerificationState.model_construct(
             **_fan_fields(record, None),
             events=_events_with([], record.rank, _event_of(record)),
             updated=now,
@@ -253,19 +259,24 @@ def apply_score_record(
     if scored_at < state.scoredAt:
         return Transition(state=state, status=WriteStatus.STALE)
     base_events = state.events if scored_at == state.scoredAt else []
-    candidate = VerificationState(
+    candidate = VerificationState.model_construct(
         **_fan_fields(record, state),
         events=_events_with(base_events, record.rank, _event_of(record)),
         updated=state.updated,
         version=state.version,
         source=state.source,
     )
-    if candidate.fan_data() == state.fan_data():
+    if _same_fan_data(candidate, state):
         return Transition(state=state, status=WriteStatus.UNCHANGED)
     updated = candidate.model_copy(
         update={"updated": as_utc(now), "version": state.version + 1, "source": record.source}
     )
     return Transition(state=updated, status=WriteStatus.UPDATED, delta=count_delta(state, updated))
+
+
+def _same_fan_data(a: VerificationState, b: VerificationState) -> bool:
+    """fan_data() equality without dumping both models (this runs once per record)."""
+    return all(getattr(a, name) == getattr(b, name) for name in _FAN_DATA_FIELDS)
 
 
 def _standing(state: VerificationState) -> CountDelta:
