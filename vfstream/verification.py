@@ -230,6 +230,12 @@ class VerificationLedger:
         if outcome.envelope is not None:
             # Staged, written at the flush: a fan's several rows cost one changelog write.
             book.staged[key] = outcome.envelope
+        elif outcome.redelivered and stored is not None:
+            # Local RocksDB can hold writes the changelog never acknowledged (kill -9 between
+            # the local write and the broker's ack). Rewriting them makes the changelog — what
+            # other workers recover from — hold what this event's ack will vouch for.
+            book.staged[key] = stored
+            book.dirty_partials.add(campaign)
         if partial.watermark > book.flushed.get(campaign, -1):
             book.dirty_partials.add(campaign)
         if outcome.counted_for_run and run_id:

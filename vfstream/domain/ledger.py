@@ -90,6 +90,10 @@ class Outcome(BaseModel):
     envelope: FanEnvelope | None  # the envelope to write, None when nothing changes
     folded: CountDelta  # what was folded into the partial counts
     counted_for_run: bool
+    # The state already covers this offset: a redelivery after a crash or a replay. The
+    # stored envelope may exist only in the local store (written there just before a crash,
+    # never acknowledged by the changelog), so the caller writes it again.
+    redelivered: bool = False
 
 
 def process_record(
@@ -117,7 +121,11 @@ def process_record(
             folded = stored.pending
             partial.fold(folded, offset)
         return Outcome(
-            status=WriteStatus.UNCHANGED, envelope=None, folded=folded, counted_for_run=counted
+            status=WriteStatus.UNCHANGED,
+            envelope=None,
+            folded=folded,
+            counted_for_run=counted,
+            redelivered=True,
         )
     transition = apply_score_record(stored.state if stored else None, record, now)
     if transition.status in (WriteStatus.UNCHANGED, WriteStatus.STALE):

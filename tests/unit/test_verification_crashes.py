@@ -1,0 +1,219 @@
+"""The exact-count bookkeeping under crashes, as a property: whatever prefix of the changelog
+survives and whichever offset was last committed, replaying from that offset ends with
+partial counts equal to a recount of the fan states — in the local store and in the
+changelog another worker would recover from."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vfstream.domain.ledger import FanEnvelope, PartialCounts
+from vfstream.domain.records import ScoreRecord
+from vfstream.verification import VerificationLedger, partial_key
+
+T0 = datetime(2026, 10, 20, 12, tzinfo=UTC)
+PARTITION = 0
+
+
+class FakeTable:
+    """A local store plus an ordered changelog, like one partition of a Faust table."""
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        self.data: dict[bytes, bytes] = dict(data or {})
+        self.changelog: list[tuple[bytes, bytes]] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def send_changelog(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[None]:
+        self.changelog.append((key, value))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def event(offset: int, record: ScoreRecord) -> Any:
+    return SimpleNamespace(
+        key=record.key.encode(),
+        value=record.to_json(),
+        message=SimpleNamespace(partition=PARTITION, offset=offset),
+    )
+
+
+records = st.builds(
+    lambda campaign, fan, rank, hours, verified, verdict: ScoreRecord(
+        campaignId=campaign,
+        globalUserId=fan,
+        id=f"{fan}{rank:03d}",
+        rank=rank,
+        eventId=f"ev{rank}",
+        score=0.5,
+        isVerified=verified,
+        verdict=verdict,
+        scoredAt=T0 + timedelta(hours=hours),
+    ),
+    st.sampled_from(["c1", "c2"]),
+    st.sampled_from(["u1", "u2", "u3", "u4"]),
+    st.integers(0, 2),
+    st.integers(0, 2),
+    st.booleans(),
+    st.sampled_from([True, False, None]),
+)
+
+
+class Run:
+    """One worker incarnation: processes events, acks after flushes, may crash."""
+
+    def __init__(self, table: FakeTable, flush_every: int) -> None:
+        self.table = table
+        self.acked: list[int] = []
+        self.durable_len = len(table.changelog)  # writes a completed flush vouched for
+        self.ledger = VerificationLedger(table, self._emit, self._dead_letter)
+        self.flush_every = flush_every
+
+    async def _emit(self, snapshots: list[tuple[str, bytes]]) -> None:
+        return None
+
+    async def _dead_letter(self, key: bytes, value: bytes) -> None:
+        raise AssertionError("no invalid records here")
+
+    async def _ack(self, event: Any) -> None:
+        self.acked.append(event.message.offset)
+        self.durable_len = len(self.table.changelog)
+
+    async def process(
+        self, events: list[Any], stop_after: int | None, mid_flush: bool = False
+    ) -> None:
+        import vfstream.verification as verification
+
+        verification.FLUSH_EVERY_EVENTS = self.flush_every
+        for index, item in enumerate(events):
+            if stop_after is not None and index >= stop_after:
+                if mid_flush:
+                    # Killed inside a flush: written locally and sent, never acknowledged.
+                    await self.ledger.flush(PARTITION, _never_acked)
+                return
+            await self.ledger.handle(item, self._ack)
+        if stop_after is None and events:
+            await self.ledger.flush(PARTITION, self._ack)
+
+
+async def _never_acked(event: Any) -> None:
+    return None
+
+
+def recount(store: dict[bytes, bytes]) -> dict[str, tuple[int, int, int]]:
+    out: dict[str, list[int]] = {}
+    for key, value in store.items():
+        if key.startswith(b"#"):
+            continue
+        state = FanEnvelope.from_bytes(value).state
+        counts = out.setdefault(state.campaignId, [0, 0, 0])
+        counts[0 if state.isVerified else 1] += 1
+        counts[2] += state.verdict is True
+    return {campaign: tuple(c) for campaign, c in out.items()}  # type: ignore[misc]
+
+
+def partials(store: dict[bytes, bytes]) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for campaign in ("c1", "c2"):
+        raw = store.get(partial_key(PARTITION, campaign))
+        if raw:
+            p = PartialCounts.model_validate_json(raw)
+            if (p.verified, p.rejected, p.selected) != (0, 0, 0):
+                out[campaign] = (p.verified, p.rejected, p.selected)
+    return out
+
+
+def replay_changelog(changelog: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    store: dict[bytes, bytes] = {}
+    for key, value in changelog:
+        store[key] = value
+    return store
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    items=st.lists(records, min_size=1, max_size=30),
+    crash_at=st.integers(0, 30),
+    survive=st.floats(0, 1),
+    commit_lag=st.integers(0, 5),
+    same_machine=st.booleans(),
+    mid_flush=st.booleans(),
+    flush_every=st.integers(1, 6),
+)
+def test_crash_anywhere_then_replay_leaves_partials_equal_to_a_recount(
+    items: list[ScoreRecord],
+    crash_at: int,
+    survive: float,
+    commit_lag: int,
+    same_machine: bool,
+    mid_flush: bool,
+    flush_every: int,
+) -> None:
+    events = [event(offset, record) for offset, record in enumerate(items)]
+
+    async def scenario() -> None:
+        first = Run(FakeTable(), flush_every)
+        await first.process(events, stop_after=min(crash_at, len(events)), mid_flush=mid_flush)
+        # The crash: the changelog keeps every vouched-for write and maybe some more; the
+        # committed offset trails the acks by a little.
+        log = first.table.changelog
+        kept = first.durable_len + round((len(log) - first.durable_len) * survive)
+        acked = sorted(first.acked)
+        contiguous = -1
+        for offset in acked:
+            if offset != contiguous + 1:
+                break
+            contiguous = offset
+        committed = max(contiguous + 1 - commit_lag, 0)
+        if same_machine:  # restart on the same disk: the local store kept every write
+            table = FakeTable(first.table.data)
+        else:  # another worker recovers from the changelog alone
+            table = FakeTable(replay_changelog(log[:kept]))
+        table.changelog = list(log[:kept])
+        second = Run(table, flush_every)
+        await second.process(events[committed:], stop_after=None)
+
+        local = second.table.data
+        assert partials(local) == recount(local)
+        durable = replay_changelog(second.table.changelog)
+        assert partials(durable) == recount(durable)
+        assert recount(durable) == recount(local)
+
+    asyncio.run(scenario())
+
+
+def test_redelivered_record_rewrites_a_state_the_changelog_never_got() -> None:
+    record = ScoreRecord(
+        campaignId="c1",
+        globalUserId="u1",
+        id="u1000",
+        rank=0,
+        eventId="ev0",
+        score=0.5,
+        isVerified=True,
+        scoredAt=T0,
+    )
+
+    async def scenario() -> tuple[FakeTable, Callable[[], None]]:
+        first = Run(FakeTable(), flush_every=1)
+        await first.process([event(0, record)], stop_after=None)
+        # Same disk, but the changelog lost everything (killed before the broker acked).
+        table = FakeTable(first.table.data)
+        second = Run(table, flush_every=1)
+        await second.process([event(0, record)], stop_after=None)
+        return table, lambda: None
+
+    table, _ = asyncio.run(scenario())
+    durable = replay_changelog(table.changelog)
+    assert recount(durable) == {"c1": (1, 0, 0)}
+    assert orjson.loads(durable[partial_key(PARTITION, "c1")])["verified"] == 1
