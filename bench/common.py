@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
+from vfstream.devstack.stack import free_port, private_stack_settings
+from vfstream.devstack.workers import run_cli
 from vfstream.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bench_stack(state_dir: Path) -> Settings:
     """Start a private local stack for the benchmark run (stopped by ``stop_stack``)."""
-    settings = Settings(
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        aws_endpoint_url=f"http://127.0.0.1:{free_port()}",
-        dev_state_dir=state_dir,
-        listen_for_notifications=False,
-        kafka_heap="1g",
-    )
+    settings = private_stack_settings(state_dir, kafka_heap="1g")
     cli(settings, "dev", "up")
     return settings
 
@@ -44,12 +31,7 @@ def isolated(settings: Settings, data_dir: Path) -> Settings:
 
 
 def cli(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "vfstream.cli.main", *args],
-        env={**os.environ, **settings.to_env()},
-        capture_output=True,
-        text=True,
-    )
+    done = run_cli(settings, *args)
     if check and done.returncode != 0:
         raise RuntimeError(f"vfstream {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
     return done

@@ -3,48 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from vfstream.devstack.workers import WorkerProcess
+from vfstream.devstack.stack import free_port, private_stack_settings
+from vfstream.devstack.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
 from vfstream.topics import ensure_topics
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """The local stack on ports no running demo uses; stopped at the end of the session."""
     state = tmp_path_factory.mktemp("stack")
-    settings = Settings(
-        kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
-        aws_endpoint_url=f"http://127.0.0.1:{free_port()}",
-        dev_state_dir=state,
-        listen_for_notifications=False,
-    )
-    env = {**os.environ, **settings.to_env()}
-    command = [sys.executable, "-m", "vfstream.cli.main", "dev"]
-    up = subprocess.run([*command, "up"], env=env, capture_output=True, text=True)
+    settings = private_stack_settings(state)
+    up = run_cli(settings, "dev", "up")
     if up.returncode != 0:
-        subprocess.run([*command, "down"], env=env)
+        run_cli(settings, "dev", "down")
         raise RuntimeError(f"vfstream dev up failed:\n{up.stdout}\n{up.stderr}")
     try:
         yield settings
     finally:
-        subprocess.run([*command, "down"], env=env, capture_output=True)
+        run_cli(settings, "dev", "down")
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from tests.support.waiting import eventually
 from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.workers import WorkerProcess
+from vfstream.devstack.workers import WorkerProcess, run_cli
 from vfstream.generator import GeneratorConfig, ScoringRun, expected_counts, generate_run, rescore
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
@@ -33,13 +32,7 @@ async def ingest_run(settings: Settings, run: ScoringRun, work: Path, *, force: 
 
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vfstream.cli.main", *args],
-        env={**os.environ, **settings.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(settings, *args, timeout=300)
 
 
 async def statuses(worker: WorkerProcess) -> dict[str, int]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 from tests.support.aws import put_object
 from tests.support.kafka import read_committed
 from tests.support.waiting import eventually
-from vfstream.devstack.workers import WorkerProcess
+from vfstream.devstack.workers import WorkerProcess, run_cli
 from vfstream.domain.records import CSV_COLUMNS
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
@@ -271,13 +269,7 @@ async def test_bom_crlf_and_quoted_newlines_are_accepted(isolated: Settings) -> 
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vfstream.cli.main", *args],
-        env={**os.environ, **settings.to_env()},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli(settings, *args, timeout=120)
 
 
 async def test_cli_ingest_prints_a_json_summary(isolated: Settings) -> None:

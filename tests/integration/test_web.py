@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.integration.test_ingest import SAMPLE_PATH
 from tests.support.aws import put_object
 from tests.support.waiting import eventually
 from vfstream.devstack.scenario import upload_run, wait_for_counts
+from vfstream.devstack.stack import free_port
 from vfstream.devstack.workers import WorkerProcess
 from vfstream.generator import GeneratorConfig, expected_counts, generate_run
 from vfstream.ingest.ingestor import ScoringFileIngestor

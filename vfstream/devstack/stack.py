@@ -58,6 +58,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def free_port() -> int:
+    """A port nothing listens on now: private stacks and workers never collide."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def private_stack_settings(state_dir: Path, **overrides: object) -> Settings:
+    """Settings for a local stack of its own (tests, benchmarks) on free ports."""
+    return Settings(
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        aws_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        dev_state_dir=state_dir,
+        listen_for_notifications=False,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
 def _port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)

@@ -17,6 +17,19 @@ import aiohttp
 from vfstream.settings import Settings
 
 
+def run_cli(
+    settings: Settings, *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``vfstream <args>`` in a child process configured by ``settings``."""
+    return subprocess.run(
+        [sys.executable, "-m", "vfstream.cli.main", *args],
+        env={**os.environ, **settings.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 class WorkerProcess:
     def __init__(self, settings: Settings, name: str, log_dir: Path) -> None:
         self.settings = settings
