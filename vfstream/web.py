@@ -14,6 +14,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from vfstream.domain.ledger import CampaignTotals, FanEnvelope
+from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 
 if TYPE_CHECKING:
     from vfstream.app import VfStream
@@ -102,6 +103,23 @@ def register_views(stream: VfStream) -> None:
         async def get(self, request: Request) -> Response:
             page = resources.files("vfstream.static").joinpath("dashboard.html").read_bytes()
             return self.bytes(page, content_type="text/html")
+
+    campaign_service = CampaignService(stream.settings.campaign_service_url)
+
+    @app.page("/campaigns")
+    class CampaignsOfEvent(View):
+        async def get(self, request: Request) -> Response:
+            event_id = request.query.get("eventId", "").strip()
+            if not event_id:
+                return _json(self, {"error": "the eventId query parameter is required"}, 400)
+            try:
+                body = await campaign_service.campaigns_for_event(event_id)
+            except CampaignServiceError as exc:
+                answer: dict[str, Any] = {"error": str(exc)}
+                if exc.status == 503:
+                    answer["retryAfter"] = 5
+                return _json(self, answer, exc.status)
+            return _json(self, body)
 
     @app.page("/campaigns/local")
     class LocalCampaigns(View):

@@ -67,6 +67,12 @@ async def test_endpoints_and_errors_on_one_worker(
     )
     assert status == 200 and later["windows"] == []
 
+    status, body = await worker.get_json("/campaigns")
+    assert status == 400 and "eventId" in body["error"]
+    # No campaign service runs at the configured URL in this test: a clear 503.
+    status, body = await worker.get_json("/campaigns?eventId=ev10")
+    assert status == 503 and "campaign service unavailable" in body["error"]
+
     assert (await worker.get_json("/health")) == (200, {"status": "alive"})
     assert (await worker.get_json("/ready")) == (200, {"ready": True})
     status, page = await get_text(worker, "/")
