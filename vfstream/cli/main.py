@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(func=_dev)
 
-    generate = sub.add_parser("generate", help="write a realistic scoring file")
+    # The generator has its own options: everything after `generate` goes to it, --help too.
+    generate = sub.add_parser("generate", help="write a realistic scoring file", add_help=False)
     generate.add_argument("rest", nargs=argparse.REMAINDER)
     generate.set_defaults(func=_generate)
     return parser
