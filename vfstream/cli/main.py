@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["generate"]:
+        # The generator owns its options (argparse's REMAINDER would not pass `--help` on).
+        from vfstream.generator import main as generator_main
+
+        return generator_main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
