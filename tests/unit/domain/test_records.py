@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
+from tests.support.rows import MINIMAL_ROW
 from vfstream.domain.records import (
     CSV_COLUMNS,
     REQUIRED_COLUMNS,
@@ -41,14 +42,7 @@ def row(**overrides: str) -> dict[str, str]:
 
     Keyword names use ``_`` for ``.`` (``nudetect_score`` -> ``nudetect.score``).
     """
-    values = {
-        "globalUserId": "u1",
-        "id": "u1000",
-        "campaign_id": "c1",
-        "event_id": "ev1",
-        "score": "0.5",
-        "isVerified": "true",
-    }
+    values = dict(MINIMAL_ROW)
     values.update(
         {name.replace("nudetect_", "nudetect."): text for name, text in overrides.items()}
     )

@@ -8,6 +8,7 @@ import zlib
 
 import pytest
 
+from tests.support.rows import MINIMAL_ROW
 from vfstream.domain.records import MAX_ROW_BYTES, ScoringFileError
 from vfstream.ingest.csvrows import CsvRow, printable_raw, read_scoring_rows
 from vfstream.ingest.s3body import open_text
@@ -32,14 +33,7 @@ def test_plain_rows_have_values_by_column_and_their_line_numbers() -> None:
     rows = rows_of((HEADER + line("u1") + line("u2")).encode())
 
     assert users(rows) == [(2, "u1"), (3, "u2")]
-    assert rows[0].values == {
-        "globalUserId": "u1",
-        "id": "u1000",
-        "campaign_id": "c1",
-        "event_id": "ev1",
-        "score": "0.5",
-        "isVerified": "true",
-    }
+    assert rows[0].values == MINIMAL_ROW
     assert rows[0].raw == line("u1")
     assert all(row.reasons == [] for row in rows)
 
@@ -70,14 +64,7 @@ def test_columns_may_come_in_any_order_and_unknown_ones_are_dropped() -> None:
 
     (row,) = rows_of(data.encode())
 
-    assert row.values == {
-        "globalUserId": "u1",
-        "id": "u1000",
-        "campaign_id": "c1",
-        "event_id": "ev1",
-        "score": "0.5",
-        "isVerified": "true",
-    }
+    assert row.values == MINIMAL_ROW
 
 
 def test_quoted_fields_keep_commas_escaped_quotes_and_newlines() -> None:
