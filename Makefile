@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 VFSTREAM := $(VENV)/bin/vfstream
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit integration lint bench install kafka browser dev-up dev-down clean
+.PHONY: demo test unit integration lint bench install kafka browser kinesalite dev-up dev-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing: run 'sudo apt-get install chromium'"; fi; }
 
+# kinesalite (npm), a Kinesis emulator that reshards like Kinesis, for the Kinesis bridge's
+# resharding tests (moto cannot follow writes across a reshard). Those tests skip without it,
+# so a missing npm or registry only costs them. It goes where Settings.dev_cache_dir points.
+KINESALITE_VERSION := 3.3.3
+kinesalite:
+	@dir="$${VFSTREAM_DEV_CACHE_DIR:-$$HOME/.cache/vfstream}/kinesalite"; \
+	test -f "$$dir/node_modules/kinesalite/package.json" || { \
+	  if command -v npm >/dev/null; then \
+	    npm install --prefix "$$dir" --no-audit --no-fund --silent kinesalite@$(KINESALITE_VERSION) \
+	    || echo "kinesalite install failed: the Kinesis resharding tests will be skipped"; \
+	  else echo "npm missing: the Kinesis resharding tests will be skipped"; fi; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vfstream tests bench
 	$(VENV)/bin/ruff format --check vfstream tests bench
@@ -32,7 +44,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 # The suite starts its own local stack (Kafka + moto) on free ports and stops it at the end.
-test: $(STAMP) kafka browser
+test: $(STAMP) kafka browser kinesalite
 	$(VENV)/bin/ruff check vfstream tests bench
 	$(PY) -m pytest -q
 

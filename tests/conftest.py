@@ -34,7 +34,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 def isolated(stack: Settings, tmp_path: Path) -> Settings:
     """Settings with their own app id and topics, so tests never see each other's data."""
     settings = stack.namespaced(uuid.uuid4().hex[:8]).model_copy(
-        update={"data_dir": tmp_path / "worker", "web_port": free_port()}
+        update={
+            "data_dir": tmp_path / "worker",
+            "web_port": free_port(),
+            # No entry service runs here, and moto's Kinesis loses records when several
+            # tests' workers put to one stream: the tests of those relays turn them on.
+            "forward_to_entry_service": False,
+            "forward_to_kinesis": False,
+        }
     )
     asyncio.run(ensure_topics(settings))
     return settings

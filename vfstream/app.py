@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -17,9 +19,17 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
+from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
 from vfstream.domain.state import CountDelta
 from vfstream.metrics import CONSUMER_LAG
+from vfstream.reporting import VerdictReporter
 from vfstream.settings import Settings, get_settings
+from vfstream.sinks.dynamo_mirror import DynamoMirror
+from vfstream.sinks.entry_forwarder import EntryForwarder
+from vfstream.sinks.score_stream import ScoreStreamForwarder
+from vfstream.sinks.slack import SlackNotifier
+from vfstream.topics import partition_of
+from vfstream.transport import broker_url
 from vfstream.verification import VerificationLedger
 
 log = logging.getLogger(__name__)
@@ -41,9 +51,16 @@ def raw_table(table: Any, *, keys: str = "raw") -> Any:
 
 
 REANNOUNCE_SECONDS = 5.0
+OVERDUE_CHECK_SECONDS = 10.0
 LAG_SECONDS = 5.0
 FLUSH_IDLE_SECONDS = 0.2
 EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
+
+
+@dataclass(frozen=True)
+class SnapshotEffect:
+    moved: CountDelta
+    intents: list[ReportIntent]
 
 
 class VfStream:
@@ -54,7 +71,7 @@ class VfStream:
         partitions = settings.topic_partitions
         self.app = faust.App(
             settings.app_id,
-            broker=f"kafka://{settings.kafka_bootstrap}",
+            broker=broker_url(settings.kafka_bootstrap),
             store="rocksdb://",
             datadir=str(settings.data_dir),
             processing_guarantee="at_least_once",
@@ -103,6 +120,19 @@ class VfStream:
             expires=timedelta(seconds=settings.window_expires_seconds),
         )
         self.ledger = VerificationLedger(self.fan_states, self._emit_snapshots, self._dead_letter)
+        self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
+        self.report_books = raw_table(
+            app.Table("slack-reports", partitions=partitions, schema=raw_schema())
+        )
+        self.reporter = VerdictReporter(
+            self.report_books,
+            SlackNotifier(
+                settings.slack_webhook_url,
+                request_timeout_seconds=settings.slack_request_timeout_seconds,
+                give_up_seconds=settings.slack_give_up_seconds,
+            ),
+        )
+        self._warned_overdue: set[str] = set()
         self._register()
 
     async def _emit_snapshots(self, snapshots: list[tuple[str, bytes]]) -> None:
@@ -112,12 +142,15 @@ class VfStream:
     async def _dead_letter(self, key: bytes, value: bytes) -> None:
         await self.dead_topic.send(key=key, value=value)
 
-    def owned_score_partitions(self) -> set[int]:
+    def owned_partitions(self, topic: str) -> set[int]:
         try:
             assignment = self.app.consumer.assignment()
         except Exception:
             return set()
-        return {tp.partition for tp in assignment if tp.topic == self.settings.score_records_topic}
+        return {tp.partition for tp in assignment if tp.topic == topic}
+
+    def owned_score_partitions(self) -> set[int]:
+        return self.owned_partitions(self.settings.score_records_topic)
 
     def _register(self) -> None:
         app = self.app
@@ -132,7 +165,20 @@ class VfStream:
         @app.agent(self.partials_topic, name="tally")
         async def tally(stream: Any) -> None:
             async for event in stream.events():
-                self.apply_snapshot(event.key, event.value)
+                for intent in self.apply_snapshot(event.key, event.value).intents:
+                    await self.reports_topic.send(key=event.key, value=intent.to_bytes())
+
+        @app.agent(self.reports_topic, name="report")
+        async def report(stream: Any) -> None:
+            async for event in stream.events():
+                await self.reporter.handle(event.message.partition, event.value)
+
+        @app.timer(OVERDUE_CHECK_SECONDS)
+        async def warn_overdue_runs() -> None:
+            if not app.rebalancing:
+                for intent in self.overdue_intents(datetime.now(UTC)):
+                    key = intent.run.campaignId.encode()
+                    await self.reports_topic.send(key=key, value=intent.to_bytes())
 
         @app.task
         async def quiet_client_debug() -> None:
@@ -185,6 +231,27 @@ class VfStream:
             async def listen_for_scoring_files() -> None:
                 await self._listen_for_scoring_files()
 
+        # Relays to the outside world: each is a consumer group of its own that every worker
+        # joins, so their partitions spread over the workers like the agents' do.
+        if self.settings.mirror_to_dynamodb:
+
+            @app.task
+            async def mirror_to_dynamodb() -> None:
+                await self._keep_running("DynamoDB mirror", DynamoMirror(self.settings).run)
+
+        if self.settings.forward_to_entry_service:
+
+            @app.task
+            async def forward_rank0_fans() -> None:
+                await self._keep_running("entry forwarder", EntryForwarder(self.settings).run)
+
+        if self.settings.forward_to_kinesis:
+
+            @app.task
+            async def forward_score_records() -> None:
+                forwarder = ScoreStreamForwarder(self.settings)
+                await self._keep_running("Kinesis forwarder", forwarder.run)
+
     async def measure_lag(self) -> None:
         consumer = self.app.consumer
         try:
@@ -197,7 +264,7 @@ class VfStream:
             if highwater is not None and position is not None:
                 CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
-    def apply_snapshot(self, key: bytes, value: bytes) -> CountDelta:
+    def apply_snapshot(self, key: bytes, value: bytes) -> SnapshotEffect:
         body = orjson.loads(value)
         raw = self.campaign_counts.get(key)
         totals = CampaignTotals.from_bytes(raw) if raw else CampaignTotals(campaignId=key.decode())
@@ -207,7 +274,16 @@ class VfStream:
             moved = totals.merge_partial(partial, replace=bool(body.get("replace")))
         elif "run" in body:
             totals.merge_run(RunProgress.model_validate(body["run"]))
+        elif "announce" in body:
+            run = RunAnnouncement.model_validate(body["announce"])
+            totals.announce(run.model_copy(update={"announcedAt": datetime.now(UTC)}))
+        counts = totals.counts
+        intents = [
+            ReportIntent(kind=IntentKind.SETTLED, run=run, counts=counts, applied=run.valid)
+            for run in totals.settle()
+        ]
         self.campaign_counts[key] = totals.to_bytes()
+        effect = SnapshotEffect(moved=moved, intents=intents)
         if not moved.is_zero:
             key = key.decode()
             try:
@@ -224,18 +300,63 @@ class VfStream:
                     "selected": before["selected"] + moved.selected,
                 }
             )
-        return moved
+        return effect
+
+    def overdue_intents(self, now: datetime) -> list[ReportIntent]:
+        """Warnings for runs of campaigns this worker tallies that have not settled in time.
+
+        Each is sent once per worker life; the reporter's book absorbs the repeat after a
+        restart or a move of the partition.
+        """
+        owned = self.owned_partitions(self.settings.partials_topic)
+        limit = timedelta(seconds=self.settings.report_overdue_seconds)
+        intents: list[ReportIntent] = []
+        for key, raw in list(self.campaign_counts.data.items()):
+            if partition_of(key, self.settings.topic_partitions) not in owned:
+                continue  # a standby copy: the active owner warns
+            totals = CampaignTotals.from_bytes(raw)
+            for run in totals.announced.values():
+                late = run.announcedAt is not None and now - run.announcedAt > limit
+                if late and run.runId not in self._warned_overdue:
+                    self._warned_overdue.add(run.runId)
+                    intents.append(
+                        ReportIntent(
+                            kind=IntentKind.OVERDUE,
+                            run=run,
+                            counts=totals.counts,
+                            applied=totals.run_applied(run.runId),
+                        )
+                    )
+        return intents
+
+    async def _keep_running(
+        self, name: str, run: Callable[[Callable[[], bool]], Awaitable[Any]]
+    ) -> None:
+        """Run a relay until the worker stops; restart it after a failure."""
+        while not self.app.should_stop:
+            try:
+                await run(lambda: self.app.should_stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting in 5s", name)
+                await asyncio.sleep(5)
 
     async def _listen_for_scoring_files(self) -> None:
         from vfstream.aws import aws_client
+        from vfstream.domain.fanlist import FANLIST_PREFIX
+        from vfstream.ingest.fanlist import FanlistIngestor
         from vfstream.ingest.ingestor import ScoringFileIngestor
-        from vfstream.ingest.notifications import NotificationListener
+        from vfstream.ingest.notifications import NotificationListener, route_by_key_prefix
 
         ingestor = ScoringFileIngestor(self.settings)
+        ingest = route_by_key_prefix(
+            {FANLIST_PREFIX: FanlistIngestor(self.settings).ingest}, default=ingestor.ingest
+        )
         while not self.app.should_stop:
             try:
                 async with aws_client(self.settings, "sqs") as sqs:
-                    listener = NotificationListener(self.settings, ingestor.ingest, sqs)
+                    listener = NotificationListener(self.settings, ingest, sqs)
                     await listener.run(lambda: self.app.should_stop)
             except asyncio.CancelledError:
                 raise

@@ -20,3 +20,29 @@ CONSUMER_LAG = Gauge(
 )
 SINK_RETRIES = Counter("vfstream_sink_retries_total", "Retried calls to a sink", ["sink"])
 SINK_FAILURES = Counter("vfstream_sink_failures_total", "Calls to a sink that gave up", ["sink"])
+BRIDGE_MILLIS_BEHIND = Gauge(
+    "vfstream_bridge_millis_behind",
+    "How far the Kinesis bridge is behind the tip of each shard it reads (MillisBehindLatest)",
+    ["stream", "shard"],
+)
+BRIDGE_AWS_RETRIES = Counter(
+    "vfstream_bridge_aws_retries_total",
+    "Kinesis calls of the bridge retried after a throttling, server or connection error",
+    ["call"],
+)
+REPORTS = Counter(
+    "vfstream_reports_total",
+    "Verdict report intents by outcome (posted, unchanged, failed, warned, duplicate)",
+    ["outcome"],
+)
+MIRROR_ITEMS = Counter(
+    "vfstream_mirror_items_total",
+    "DynamoDB mirror items by outcome (written, older_or_same, refused)",
+    ["outcome"],
+)
+ENTRY_RECORDS = Counter(
+    "vfstream_entry_records_total",
+    "Rank-0 records for the entry service by outcome "
+    "(sent, inserted, updated, failed, no-markets, unknown-market)",
+    ["outcome"],
+)

@@ -16,13 +16,13 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from vfstream.domain.records import parse_iso_datetime
 from vfstream.settings import Settings, get_settings
-from vfstream.topics import ensure_topics, partition_count
+from vfstream.topics import changelog_topic, ensure_topics, partition_count
 
 CHANGELOG_TABLES = ("fan-state", "campaign-counts", "campaign-count-windows")
 
@@ -53,7 +53,7 @@ class ReplayTarget:
 
 
 def changelog_topics(settings: Settings) -> list[str]:
-    return [f"{settings.app_id}-{table}-changelog" for table in CHANGELOG_TABLES]
+    return [changelog_topic(settings, table) for table in CHANGELOG_TABLES]
 
 
 async def group_members(settings: Settings) -> tuple[str, int]:
@@ -145,10 +145,54 @@ async def rebuild(settings: Settings) -> dict[str, Any]:
     finally:
         await admin.close()
     await ensure_topics(settings)
-    if settings.data_dir.exists():
-        shutil.rmtree(settings.data_dir)
+    wiped = wipe_local_stores(settings)
+    announced = await reannounce_runs(settings)
     moved = await replay(settings, "earliest")
-    return {"deleted": present, "wipedDataDir": str(settings.data_dir), **moved}
+    return {
+        "deleted": present,
+        "wipedStores": wiped,
+        "reannouncedRuns": announced,
+        **moved,
+    }
+
+
+def wipe_local_stores(settings: Settings) -> list[str]:
+    """Delete this machine's RocksDB stores of the rebuilt tables, and only those.
+
+    The reporter's store stays: it is not rebuilt, and a store that must be restored from
+    its changelog at start makes Faust fetch stream records before it seeks them to their
+    committed offsets, a race that was seen to skip records right after a rebuild.
+    """
+    tables = settings.data_dir / "v1" / "tables"
+    wiped: list[str] = []
+    if not tables.exists():
+        return wiped
+    for path in sorted(tables.iterdir()):
+        if any(path.name.startswith(f"{table}-") for table in CHANGELOG_TABLES):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            wiped.append(path.name)
+    return wiped
+
+
+async def reannounce_runs(settings: Settings) -> int:
+    """Announce every committed file's run again on the new partials topic.
+
+    The announcements went down with the old topic; without them rebuilt runs would never
+    settle. The reporter's memory (its own changelog, kept) stops a second report.
+    """
+    from vfstream.ingest.ingestor import IngestedFiles, run_announcement
+
+    markers = await IngestedFiles(settings).load()
+    messages = [m for m in (run_announcement(marker) for marker in markers.values()) if m]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(settings.partials_topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return len(messages)
 
 
 def run_replay(to: str, topic: str | None = None, rebuild_state: bool = False) -> int:

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "vf-dead-letters"
     ingested_files_topic: str = "vf-ingested-files"
     partials_topic: str = "vf-campaign-partials"
+    # Settled-run report intents, keyed by campaign, for the Slack reporter agent.
+    reports_topic: str = "vf-slack-reports"
     # Kafka caps a transaction at transaction.max.timeout.ms (15 min by default);
     # one scoring file is one transaction, so a big file needs most of that.
     ingest_transaction_timeout_ms: int = 600_000
@@ -39,6 +41,11 @@ class Settings(BaseSettings):
     window_seconds: float = Field(default=60.0, gt=0)
     window_expires_seconds: float = Field(default=86_400.0, gt=0)
     listen_for_notifications: bool = True
+    # Relays every worker runs (each a consumer group of its own); turn one off only where
+    # its destination does not exist (tests, benchmarks).
+    mirror_to_dynamodb: bool = True
+    forward_to_entry_service: bool = True
+    forward_to_kinesis: bool = True
     standby_replicas: int = Field(default=0, ge=0)
     # How fast the group notices a dead worker (kill -9, lost pod) and rebalances.
     session_timeout_seconds: float = Field(default=15.0, gt=0)
@@ -56,6 +63,12 @@ class Settings(BaseSettings):
 
     # Third-party services
     slack_webhook_url: SecretStr | None = None
+    slack_request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A report still undelivered after this long (429s, 5xx, Slack down) is given up:
+    # counted as failed and logged; the next report diffs against the last one posted.
+    slack_give_up_seconds: float = Field(default=300.0, gt=0)
+    # A scoring run not settled this long after its file was ingested gets a warning report.
+    report_overdue_seconds: float = Field(default=900.0, gt=0)
     entry_service_url: str = "http://127.0.0.1:8081"
     campaign_service_url: str = "http://127.0.0.1:8082"
 
@@ -65,6 +78,17 @@ class Settings(BaseSettings):
     kafka_version: str = "4.1.1"
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
+
+    # Kinesis bridge (SPEC 2.3): score records published to a Kinesis stream, copied to Kafka
+    bridge_stream: str = "vf-score-feed"
+    # Compacted; keyed <stream>/<shardId>, committed in the same transaction as the records.
+    bridge_checkpoints_topic: str = "vf-bridge-checkpoints"
+    # How long to wait before asking again once every shard is caught up.
+    bridge_poll_seconds: float = Field(default=1.0, gt=0)
+    # GetRecords Limit per shard and call (Kinesis takes at most 10,000).
+    bridge_batch_records: int = Field(default=1_000, ge=1, le=10_000)
+    # How often to look for shards opened by a reshard (a drained shard also triggers a look).
+    bridge_shard_refresh_seconds: float = Field(default=30.0, gt=0)
 
     @property
     def advertised_web_url(self) -> str:
@@ -110,6 +134,8 @@ class Settings(BaseSettings):
                 "dead_letter_topic": f"{self.dead_letter_topic}-{suffix}",
                 "ingested_files_topic": f"{self.ingested_files_topic}-{suffix}",
                 "partials_topic": f"{self.partials_topic}-{suffix}",
+                "reports_topic": f"{self.reports_topic}-{suffix}",
+                "bridge_checkpoints_topic": f"{self.bridge_checkpoints_topic}-{suffix}",
             }
         )
 

@@ -12,8 +12,19 @@ from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import murmur2
 
 from vfstream.settings import Settings
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key (murmur2, as producers use)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """The changelog Faust keeps for one of the worker's tables."""
+    return f"{settings.app_id}-{table}-changelog"
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,9 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.dead_letter_topic, settings.topic_partitions, {}),
         TopicSpec(settings.ingested_files_topic, 1, {"cleanup.policy": "compact"}),
         TopicSpec(settings.partials_topic, settings.topic_partitions, {}),
+        TopicSpec(settings.reports_topic, settings.topic_partitions, {}),
+        # One partition: the bridge reads all of it on start, and it holds one key per shard.
+        TopicSpec(settings.bridge_checkpoints_topic, 1, {"cleanup.policy": "compact"}),
     ]
 
 

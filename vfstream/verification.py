@@ -38,6 +38,7 @@ from vfstream.metrics import (
     SNAPSHOTS,
     WRITE_STATUSES,
 )
+from vfstream.tables import durable_set
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,7 @@ class VerificationLedger:
 
     # --- table helpers (must run inside an event of the partition) -----------------------
     def _write(self, partition: int, key: bytes, value: bytes) -> Any:
-        """Set a table key and return the changelog send, to be awaited for durability."""
-        sent = self.table.send_changelog(partition, key, value)
-        self.table.data[key] = value
-        return sent
+        return durable_set(self.table, partition, key, value)
 
     def _load_index(self, partition: int, book: _PartitionBook) -> dict[str, list[str]]:
         if book.index is None:

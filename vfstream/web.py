@@ -14,6 +14,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from vfstream.domain.ledger import CampaignTotals, FanEnvelope
+from vfstream.domain.reports import ReportBook
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 
 if TYPE_CHECKING:
@@ -70,6 +71,17 @@ def register_views(stream: VfStream) -> None:
                 return _json(self, {"campaignId": campaignId, "runs": runs})
 
             return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
+
+    @app.page("/campaigns/{campaignId}/reports")
+    class CampaignReports(View):
+        async def get(self, request: Request, campaignId: str) -> Response:
+            async def local() -> Response:
+                raw = stream.report_books.get(campaignId.encode())
+                if not raw:
+                    return _json(self, {"error": f"no reports for campaign {campaignId!r}"}, 404)
+                return _json(self, ReportBook.from_bytes(raw).model_dump(mode="json"))
+
+            return await _routed(stream, self, request, stream.report_books, campaignId, local)
 
     @app.page("/campaigns/{campaignId}/counts/windows")
     class CampaignWindows(View):

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from tests.support.aws import put_object
 from tests.support.waiting import eventually
 from vfstream.devstack.scenario import upload_run, wait_for_counts
 from vfstream.devstack.workers import WorkerProcess, run_cli
@@ -83,6 +84,31 @@ async def test_generated_file_rescoring_and_stale_file_keep_counts_exact(
     assert expected_counts([first, second, older])["cexact"] == truth
     counts, _ = await wait_for_counts(worker, "cexact", truth, timeout=30)
     assert {k: counts[k] for k in truth} == truth
+
+
+async def test_rows_of_an_aborted_file_never_reach_the_state(
+    isolated: Settings, worker: WorkerProcess, tmp_path: Path
+) -> None:
+    # A truncated gzip fails after whole chunks of valid rows were produced inside the
+    # file's transaction; the worker must read committed data only, so none of them count.
+    broken = generate_run(GeneratorConfig(campaign_id="cabort", campaign_name="t", fans=15000))
+    path = tmp_path / "broken.csv.gz"
+    broken.write(path, gzip=True)
+    data = path.read_bytes()
+    await put_object(isolated, broken.gz_object_key, data[: int(len(data) * 0.8)])
+    failed = await ScoringFileIngestor(isolated).ingest(
+        isolated.scoring_bucket, broken.gz_object_key
+    )
+    assert failed.status == "failed" and failed.rows_in > 20_000, failed
+
+    good = generate_run(GeneratorConfig(campaign_id="cafter", campaign_name="t", fans=2000))
+    await ingest_run(isolated, good, tmp_path)
+    await wait_for_counts(worker, "cafter", expected_counts([good])["cafter"], timeout=180)
+    # The good file's fans hash to every partition, so every partition is past the aborted rows.
+    status, body = await worker.get_json("/campaigns/cabort/counts")
+    assert status == 404, body
+    _, statuses_now = await worker.get_json("/statuses")
+    assert statuses_now["recordsIn"] == good.expected_valid_rows
 
 
 async def test_kill_9_mid_run_then_restart_counts_exact(isolated: Settings, tmp_path: Path) -> None:

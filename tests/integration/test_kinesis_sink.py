@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 
+import orjson
 import pytest
 
 from vfstream.aws import aws_client
+from vfstream.devstack.scenario import upload_run, wait_for_counts
+from vfstream.devstack.workers import WorkerProcess
+from vfstream.generator import GeneratorConfig, expected_counts, generate_run
+from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
 from vfstream.sinks.kinesis import KinesisForwarder, KinesisRecord
 
@@ -46,3 +52,41 @@ async def test_every_record_put_in_batches_arrives_with_its_partition_key(stack:
         assert result.sent == 1200 and not result.failed
         stored = await read_stream(kinesis, stream)
     assert sorted(stored) == sorted((r.partition_key, r.data) for r in records)
+
+
+async def test_a_worker_forwards_every_accepted_score_record_to_the_scores_stream(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    stream = f"vf-scores-{uuid.uuid4().hex[:8]}"
+    settings = isolated.model_copy(update={"scores_stream": stream, "forward_to_kinesis": True})
+    async with aws_client(settings, "kinesis") as kinesis:
+        await kinesis.create_stream(StreamName=stream, ShardCount=2)
+        for _ in range(50):
+            status = await kinesis.describe_stream_summary(StreamName=stream)
+            if status["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+                break
+            await asyncio.sleep(0.1)
+    run = generate_run(GeneratorConfig(campaign_id="ckin", campaign_name="T", fans=500))
+    worker = WorkerProcess(settings, "kinesis", tmp_path / "logs")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        key = await upload_run(settings, run, tmp_path)
+        summary = await ScoringFileIngestor(settings).ingest(settings.scoring_bucket, key)
+        await wait_for_counts(worker, "ckin", expected_counts([run])["ckin"], timeout=180)
+
+        async def arrived() -> list[tuple[str, bytes]]:
+            async with aws_client(settings, "kinesis") as kinesis:
+                return await read_stream(kinesis, stream)
+
+        deadline = asyncio.get_running_loop().time() + 120
+        records = await arrived()
+        while len(records) < summary.valid and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(1)
+            records = await arrived()
+    finally:
+        worker.stop()
+    # At least once: every valid row of the file, keyed by its fan.
+    ids = {orjson.loads(data)["id"] for _, data in records}
+    assert len(ids) == summary.valid
+    assert all(orjson.loads(data)["globalUserId"] == pk for pk, data in records)

@@ -43,6 +43,12 @@ def _ingest(args: argparse.Namespace) -> int:
     return run_ingest(args.url, force=args.force, progress=not args.no_progress)
 
 
+def _fanlist(args: argparse.Namespace) -> int:
+    from vfstream.ingest.cli import run_fanlist
+
+    return run_fanlist(args.url)
+
+
 def _worker(args: argparse.Namespace) -> int:
     from vfstream.app import run_worker
 
@@ -64,6 +70,12 @@ def _reconcile(args: argparse.Namespace) -> int:
     return run_reconcile(campaign=args.campaign, fix=args.fix)
 
 
+def _bridge(args: argparse.Namespace) -> int:
+    from vfstream.sources.kinesis_bridge import run_bridge
+
+    return run_bridge(args.stream, once=args.once)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from vfstream.generator import main as generator_main
 
@@ -83,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--force", action="store_true", help="ingest even if done before")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.set_defaults(func=_ingest)
+
+    fanlist = sub.add_parser(
+        "fanlist",
+        help="store one fanlist file from S3 in DynamoDB and the campaign-data stream",
+        description="Exit status: 0 stored, 1 file refused or a service unreachable, "
+        "2 bad URL, 3 some items not stored or not streamed.",
+    )
+    fanlist.add_argument("url", help="s3://<bucket>/fanlist/scored/<campaignId>/<timestamp>.csv")
+    fanlist.set_defaults(func=_fanlist)
 
     replay = sub.add_parser("replay", help="move the worker group's offsets (workers stopped)")
     replay.add_argument("--to", default=None, help="earliest | <ISO datetime> | <offset>")
@@ -106,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="provision: create topics and AWS resources on already running services",
     )
     dev.set_defaults(func=_dev)
+
+    bridge = sub.add_parser(
+        "bridge", help="copy score records from a Kinesis stream to the score-record topic"
+    )
+    bridge.add_argument("--stream", default=None, help="the stream (default: bridge_stream)")
+    bridge.add_argument(
+        "--once", action="store_true", help="copy what the stream holds now, print a summary, exit"
+    )
+    bridge.set_defaults(func=_bridge)
 
     # The generator has its own options: everything after `generate` goes to it, --help too.
     generate = sub.add_parser("generate", help="write a realistic scoring file", add_help=False)

@@ -49,7 +49,11 @@ async def provision_aws(settings: Settings) -> None:
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise
     async with aws_client(settings, "kinesis") as kinesis:
-        for stream in (settings.scores_stream, settings.campaign_data_stream):
+        for stream in (
+            settings.scores_stream,
+            settings.campaign_data_stream,
+            settings.bridge_stream,
+        ):
             try:
                 await kinesis.create_stream(StreamName=stream, ShardCount=2)
             except ClientError as exc:
@@ -63,6 +67,10 @@ def describe(settings: Settings) -> str:
             "bucket": settings.scoring_bucket,
             "queue": settings.notification_queue,
             "table": settings.demand_table,
-            "streams": [settings.scores_stream, settings.campaign_data_stream],
+            "streams": [
+                settings.scores_stream,
+                settings.campaign_data_stream,
+                settings.bridge_stream,
+            ],
         }
     )

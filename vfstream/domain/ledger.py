@@ -26,6 +26,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from vfstream.domain.records import ScoreRecord
+from vfstream.domain.reports import REMEMBERED_RUNS, RunAnnouncement
 from vfstream.domain.state import (
     CountDelta,
     Counts,
@@ -151,6 +152,10 @@ class CampaignTotals(BaseModel):
     campaignId: str
     partials: dict[int, PartialCounts] = Field(default_factory=dict)
     runs: dict[str, dict[int, int]] = Field(default_factory=dict)
+    # Runs whose ingestion marker arrived and that have not settled yet; then the ids of
+    # settled runs, so a redelivered marker or snapshot cannot settle a run twice.
+    announced: dict[str, RunAnnouncement] = Field(default_factory=dict)
+    settled: list[str] = Field(default_factory=list)
 
     @property
     def counts(self) -> Counts:
@@ -185,6 +190,23 @@ class CampaignTotals(BaseModel):
 
     def run_applied(self, run_id: str) -> int:
         return sum(self.runs.get(run_id, {}).values())
+
+    def announce(self, run: RunAnnouncement) -> None:
+        if run.runId not in self.announced and run.runId not in self.settled:
+            self.announced[run.runId] = run
+
+    def settle(self) -> list[RunAnnouncement]:
+        """Announced runs whose records are all applied, marked settled; each only once.
+
+        Partials are flushed before the run progress that covers them (one partition of
+        the partials topic per campaign, in order), so the counts are final for these runs.
+        """
+        done = [run for run in self.announced.values() if self.run_applied(run.runId) >= run.valid]
+        for run in done:
+            del self.announced[run.runId]
+            self.settled.append(run.runId)
+        del self.settled[:-REMEMBERED_RUNS]
+        return done
 
     def to_bytes(self) -> bytes:
         return self.__pydantic_serializer__.to_json(self)

@@ -141,6 +141,10 @@ TagList = Annotated[list[str], BeforeValidator(split_tags)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
 class RecordSource(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -149,6 +153,11 @@ class RecordSource(BaseModel):
     etag: str
     line: int
     run: str | None = None  # one ingestion of the object; a forced re-ingestion is a new run
+    # Records copied from a Kinesis stream (SPEC 2.3) say where they were read. Left out of
+    # the JSON when absent, so file-fed records and states serialize exactly as before.
+    stream: str | None = Field(default=None, exclude_if=_is_none)
+    shardId: str | None = Field(default=None, exclude_if=_is_none)
+    sequenceNumber: str | None = Field(default=None, exclude_if=_is_none)
 
 
 class EventPreference(BaseModel):

@@ -1,4 +1,5 @@
-"""``vfstream ingest s3://bucket/key [--force]``: one file, a JSON summary on stdout."""
+"""``vfstream ingest s3://bucket/key [--force]`` and ``vfstream fanlist s3://bucket/key``:
+one file, a JSON summary on stdout."""
 
 from __future__ import annotations
 
@@ -32,3 +33,39 @@ def run_ingest(url: str, *, force: bool = False, progress: bool = True) -> int:
         print(f"vfstream ingest: {summary.error}", file=sys.stderr)
         return 1
     return 0
+
+
+# Exit statuses of `vfstream fanlist`, so a script can tell a bad file from a partial store.
+EXIT_STORED = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+
+
+def run_fanlist(url: str) -> int:
+    from vfstream.ingest.fanlist import FanlistIngestor
+
+    try:
+        bucket, key = parse_s3_url(url)
+    except ValueError as exc:
+        print(f"vfstream fanlist: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        summary = asyncio.run(FanlistIngestor(get_settings()).ingest(bucket, key))
+    except Exception as exc:
+        # S3, DynamoDB or Kafka unreachable: nothing to summarise, only the cause to name.
+        print(f"vfstream fanlist: could not process {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
+    if summary.status == "failed":
+        print(f"vfstream fanlist: {summary.error}", file=sys.stderr)
+        return EXIT_FAILED
+    if summary.status == "incomplete":
+        counts = summary.counts
+        print(
+            f"vfstream fanlist: {counts.dynamo.failed} item(s) not stored in DynamoDB and "
+            f"{counts.stream.failed} record(s) not streamed; see the log for each",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
+    return EXIT_STORED

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -114,6 +114,21 @@ def read_scoring_rows(stream: TextIO) -> Iterator[CsvRow]:
     invalid UTF-8 and quoted line breaks reach us intact. Raises ScoringFileError for a
     missing or incomplete header.
     """
+    return read_csv_rows(stream, columns=CSV_COLUMNS, check_header=check_header)
+
+
+def read_csv_rows(
+    stream: TextIO,
+    *,
+    columns: Collection[str],
+    check_header: Callable[[list[str]], None],
+) -> Iterator[CsvRow]:
+    """Yield every data row of a CSV file, keeping only ``columns`` in each row's values.
+
+    Shared by scoring and fanlist files, which differ only in their columns and header rules.
+    ``check_header`` raises the file type's own error; an empty file, an unreadable or an
+    overlong header raise ScoringFileError.
+    """
     tap = _LineTap(stream)
     reader = csv.reader(tap, strict=True)
     header: list[str] | None = None
@@ -133,7 +148,7 @@ def read_scoring_rows(stream: TextIO) -> Iterator[CsvRow]:
             header = [column.strip().lstrip("\ufeff") for column in first]
     check_header(header)
     n_header = len(header)
-    columns = [(column, index) for index, column in enumerate(header) if column in CSV_COLUMNS]
+    kept = [(column, index) for index, column in enumerate(header) if column in columns]
     while True:
         start_line = tap.lines_read + 1
         try:
@@ -154,5 +169,5 @@ def read_scoring_rows(stream: TextIO) -> Iterator[CsvRow]:
             continue
         n_fields = len(fields)
         reasons = _row_faults(raw, overlong, n_fields, n_header)
-        values = {column: fields[index] for column, index in columns if index < n_fields}
+        values = {column: fields[index] for column, index in kept if index < n_fields}
         yield CsvRow(start_line, raw, values, reasons)

@@ -23,7 +23,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 from botocore.exceptions import ClientError
 
 from vfstream.aws import aws_client
@@ -33,11 +32,13 @@ from vfstream.domain.records import (
     build_score_record,
     parse_scoring_key,
 )
+from vfstream.domain.reports import RunAnnouncement
 from vfstream.ingest.csvrows import printable_raw, read_scoring_rows
 from vfstream.ingest.s3body import BlockingS3Body, open_text
 from vfstream.kafka_read import latest_values
 from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
+from vfstream.topics import partition_of
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,15 @@ class IngestSummary:
             "forced": self.forced,
             "runId": self.runId,
         }
+
+
+def run_announcement(marker: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    """The partials-topic message announcing a committed file's run to its campaign's tally."""
+    run = RunAnnouncement.from_marker(marker)
+    if run is None or not run.campaignId:
+        return None
+    body = orjson.dumps({"announce": run.model_dump(mode="json")})
+    return run.campaignId.encode(), body
 
 
 def file_id(bucket: str, key: str, etag: str) -> str:
@@ -217,8 +227,14 @@ class ScoringFileIngestor:
                 if self._on_chunk is not None:
                     self._on_chunk(item.rows)
             summary.status = "ingested"
-            marker = orjson.dumps({**summary.as_dict(), "seconds": None})
-            await writer.add(self.settings.ingested_files_topic, [(this_file.encode(), marker)])
+            marker = {**summary.as_dict(), "seconds": None}
+            # The campaign's tally learns, in the same transaction, what settles this run.
+            announcement = run_announcement(marker)
+            if announcement is not None:
+                await writer.add(self.settings.partials_topic, [announcement])
+            await writer.add(
+                self.settings.ingested_files_topic, [(this_file.encode(), orjson.dumps(marker))]
+            )
             await writer.flush()
             await producer.commit_transaction()
         except BaseException:
@@ -343,7 +359,7 @@ class _PartitionedWriter:
         last_key, partition = b"", 0
         for key, value in messages:
             if key != last_key:  # a fan's rows are consecutive: hash each key once
-                partition = (murmur2(key) & 0x7FFFFFFF) % count
+                partition = partition_of(key, count)
                 last_key = key
             slot = (topic, partition)
             builder = self._builders.get(slot)

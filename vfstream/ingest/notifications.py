@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
 import orjson
 
-from vfstream.ingest.ingestor import IngestSummary
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,26 @@ def parse_s3_notification(body: str | bytes) -> list[ObjectCreated]:
     return created
 
 
-Ingest = Callable[[str, str], Awaitable[IngestSummary]]
+class FileSummary(Protocol):
+    """What an ingestion of one file reports: scoring and fanlist summaries alike."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+Ingest = Callable[[str, str], Awaitable[FileSummary]]
+
+
+def route_by_key_prefix(routes: Mapping[str, Ingest], default: Ingest) -> Ingest:
+    """One ingest callable for the listener: the first route whose prefix starts the key
+    handles the file, any other key goes to ``default``. One bucket, one queue, many kinds."""
+
+    async def ingest(bucket: str, key: str) -> FileSummary:
+        for prefix, route in routes.items():
+            if key.startswith(prefix):
+                return await route(bucket, key)
+        return await default(bucket, key)
+
+    return ingest
 
 
 class NotificationListener:
@@ -77,7 +95,7 @@ class NotificationListener:
         self._ingest = ingest
         self._sqs = sqs
         self._queue_url: str | None = None
-        self.summaries: list[IngestSummary] = []
+        self.summaries: list[FileSummary] = []
 
     async def queue_url(self) -> str:
         if self._queue_url is None:

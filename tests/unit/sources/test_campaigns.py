@@ -3,71 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
-from aiohttp import web
 
+from tests.support.services import Answer, ScriptedService, scripted_service
 from vfstream.devstack.stack import free_port
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 
 
-@dataclass
-class FakeCampaignService:
-    """Answers from a script: each request takes the next (status, body) for its path."""
-
-    script: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    hits: dict[str, int] = field(default_factory=dict)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        path = request.path_qs
-        self.hits[path] = self.hits.get(path, 0) + 1
-        answers = self.script.get(path, [(404, "{}")])
-        status, body = answers[0] if len(answers) == 1 else answers.pop(0)
-        return web.Response(status=status, text=body, content_type="application/json")
-
-
 @pytest.fixture
-async def service() -> AsyncIterator[tuple[FakeCampaignService, str]]:
-    fake = FakeCampaignService()
-    app = web.Application()
-    app.router.add_route("GET", "/{tail:.*}", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield fake, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+async def service() -> AsyncIterator[tuple[ScriptedService, str]]:
+    async with scripted_service() as fake:
+        yield fake, fake.url
 
 
 async def test_campaigns_of_an_event_are_fetched_once_then_cached(service) -> None:
     fake, url = service
-    fake.script["/campaigns?eventId=ev%201"] = [(200, '[{"id": "c1", "name": "Tour"}]')]
+    fake.script["/campaigns?eventId=ev%201"] = [Answer(200, '[{"id": "c1", "name": "Tour"}]')]
     client = CampaignService(url, cache_seconds=60)
     assert await client.campaigns_for_event("ev 1") == [{"id": "c1", "name": "Tour"}]
     assert await client.campaigns_for_event("ev 1") == [{"id": "c1", "name": "Tour"}]
-    assert fake.hits == {"/campaigns?eventId=ev%201": 1}
+    assert fake.hits("/campaigns?eventId=ev%201") == 1 and len(fake.requests) == 1
 
 
 async def test_server_errors_are_retried_until_an_answer(service) -> None:
     fake, url = service
-    fake.script["/campaigns/c1/markets"] = [(500, "{}"), (503, "{}"), (200, '[{"id": "m1"}]')]
+    fake.script["/campaigns/c1/markets"] = [
+        Answer(500, "{}"),
+        Answer(503, "{}"),
+        Answer(200, '[{"id": "m1"}]'),
+    ]
     client = CampaignService(url, attempts=3)
     assert await client.markets("c1") == [{"id": "m1"}]
-    assert fake.hits["/campaigns/c1/markets"] == 3
+    assert fake.hits("/campaigns/c1/markets") == 3
 
 
 async def test_a_service_that_keeps_failing_gives_a_503_after_bounded_attempts(service) -> None:
     fake, url = service
-    fake.script["/campaigns?eventId=ev2"] = [(500, "{}")]
+    fake.script["/campaigns?eventId=ev2"] = [Answer(500, "{}")]
     client = CampaignService(url, attempts=2)
     with pytest.raises(CampaignServiceError) as failure:
         await client.campaigns_for_event("ev2")
     assert failure.value.status == 503 and "after 2 attempts" in str(failure.value)
-    assert fake.hits["/campaigns?eventId=ev2"] == 2
+    assert fake.hits("/campaigns?eventId=ev2") == 2
 
 
 async def test_unknown_campaign_is_a_404_and_not_retried(service) -> None:
@@ -76,12 +54,12 @@ async def test_unknown_campaign_is_a_404_and_not_retried(service) -> None:
     with pytest.raises(CampaignServiceError) as failure:
         await client.markets("nope")
     assert failure.value.status == 404
-    assert fake.hits["/campaigns/nope/markets"] == 1
+    assert fake.hits("/campaigns/nope/markets") == 1
 
 
 async def test_an_answer_that_is_not_json_is_a_clear_502(service) -> None:
     fake, url = service
-    fake.script["/campaigns?eventId=ev3"] = [(200, "<html>oops</html>")]
+    fake.script["/campaigns?eventId=ev3"] = [Answer(200, "<html>oops</html>")]
     with pytest.raises(CampaignServiceError) as failure:
         await CampaignService(url).campaigns_for_event("ev3")
     assert failure.value.status == 502 and "not JSON" in str(failure.value)

@@ -1,0 +1,200 @@
+"""Slack verdict reports end to end: real broker, real worker, a local server playing Slack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
+
+from tests.support.services import Answer, ScriptedService, scripted_service
+from tests.support.waiting import eventually
+from vfstream.devstack.scenario import upload_run, wait_for_counts
+from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.generator import GeneratorConfig, expected_counts, generate_run, rescore
+from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+HOOK = "/services/T1/B1/secret"
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[ScriptedService]:
+    async with scripted_service() as service:
+        service.fallback = Answer(200, "ok")
+        yield service
+
+
+def reporting(settings: Settings, slack: ScriptedService, **overrides: object) -> Settings:
+    return settings.model_copy(
+        update={"slack_webhook_url": SecretStr(slack.url + HOOK), **overrides}
+    )
+
+
+def posted(slack: ScriptedService) -> list[str]:
+    return [body["text"] for body in slack.bodies(HOOK, succeeded=True)]
+
+
+async def ingest(settings: Settings, run, work: Path, *, force: bool = False) -> None:
+    key = await upload_run(settings, run, work)
+    summary = await ScoringFileIngestor(settings).ingest(settings.scoring_bucket, key, force=force)
+    assert summary.status == "ingested", summary.error
+
+
+async def book(worker: WorkerProcess, campaign: str) -> dict:
+    status, body = await worker.get_json(f"/campaigns/{campaign}/reports")
+    assert status == 200, body
+    return body
+
+
+async def metric(worker: WorkerProcess, line_start: str) -> float:
+    reader, writer = await asyncio.open_connection("127.0.0.1", worker.settings.web_port)
+    writer.write(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    text = (await reader.read()).decode()
+    writer.close()
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_one_report_per_settled_run_none_for_unchanged_counts_or_a_rebuild(
+    isolated: Settings, slack: ScriptedService, tmp_path: Path
+) -> None:
+    settings = reporting(isolated, slack)
+    first = generate_run(GeneratorConfig(campaign_id="crep", campaign_name="Tour", fans=1500))
+    worker = WorkerProcess(settings, "reporter", tmp_path / "logs")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await ingest(settings, first, tmp_path)
+        truth = expected_counts([first])["crep"]
+        await wait_for_counts(worker, "crep", truth, timeout=180)
+        await eventually(lambda: asyncio.sleep(0, posted(slack)), lambda p: len(p) == 1, 60)
+        text = posted(slack)[0]
+        assert f"{truth['verified']:,} verified (+{truth['verified']:,})" in text
+        assert f"{truth['rejected']:,} rejected (+{truth['rejected']:,})" in text
+        assert f"{truth['selected']:,} selected (+{truth['selected']:,})" in text
+        assert "Tour (crep)" in text and first.object_key in text
+        assert f"{first.expected_invalid_rows:,} invalid rows" in text
+
+        # The same file forced again settles with the same counts: recorded, not posted.
+        await ingest(settings, first, tmp_path, force=True)
+        await eventually(
+            lambda: book(worker, "crep"),
+            lambda b: list(b["runs"].values()) == ["posted", "unchanged"],
+            timeout=120,
+        )
+        assert len(posted(slack)) == 1
+
+        # A re-scoring run changes the counts: one more report, with the change.
+        second = rescore(first, flip_ratio=0.1, verdict_change_ratio=0.1, seed=5)
+        await ingest(settings, second, tmp_path)
+        now = expected_counts([first, second])["crep"]
+        await eventually(lambda: asyncio.sleep(0, posted(slack)), lambda p: len(p) == 2, 180)
+        change = now["verified"] - truth["verified"]
+        sign = "+" if change >= 0 else "-"
+        assert f"{now['verified']:,} verified ({sign}{abs(change):,})" in posted(slack)[1]
+        await asyncio.sleep(3)  # let the last offsets commit
+    finally:
+        worker.stop()
+
+    # Rebuild everything from the topics: the runs settle again, none is posted again.
+    done = await asyncio.to_thread(run_cli, settings, "replay", "--rebuild", timeout=300)
+    assert done.returncode == 0, done.stderr
+    worker = WorkerProcess(settings, "rebuilt", tmp_path / "logs2")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await wait_for_counts(worker, "crep", now, timeout=240)
+        duplicates = 'vfstream_reports_total{outcome="duplicate"}'
+        # Markers are compacted per file: the forced re-ingestion replaced the first run's,
+        # so two runs settle again, and both are duplicates for the reporter.
+        await eventually(lambda: metric(worker, duplicates), lambda n: n >= 2, timeout=120)
+        assert len(posted(slack)) == 2
+    finally:
+        worker.stop()
+
+
+async def test_restart_between_settle_and_post_still_reports_exactly_once(
+    isolated: Settings, slack: ScriptedService, tmp_path: Path
+) -> None:
+    slack.fallback = Answer(503, "unavailable")
+    settings = reporting(isolated, slack, slack_give_up_seconds=600)
+    run = generate_run(GeneratorConfig(campaign_id="crestart", campaign_name="T", fans=800))
+    worker = WorkerProcess(settings, "before", tmp_path / "logs")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await ingest(settings, run, tmp_path)
+        await wait_for_counts(worker, "crestart", expected_counts([run])["crestart"], 180)
+        # The run settled and the reporter is retrying a Slack that answers 503.
+        await eventually(lambda: asyncio.sleep(0, slack.hits(HOOK)), lambda n: n >= 2, 60)
+        worker.kill()
+    finally:
+        worker.stop()
+    assert posted(slack) == []
+    slack.fallback = Answer(200, "ok")
+    worker = WorkerProcess(settings, "after", tmp_path / "logs2")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await eventually(lambda: asyncio.sleep(0, posted(slack)), lambda p: len(p) == 1, 120)
+        await eventually(
+            lambda: book(worker, "crestart"), lambda b: "posted" in b["runs"].values(), 30
+        )
+        await asyncio.sleep(5)
+        assert len(posted(slack)) == 1
+    finally:
+        worker.stop()
+
+
+async def test_a_failing_webhook_is_given_up_once_and_a_stalled_run_is_warned(
+    isolated: Settings, slack: ScriptedService, tmp_path: Path
+) -> None:
+    slack.fallback = Answer(500, "boom")
+    settings = reporting(isolated, slack, slack_give_up_seconds=3, report_overdue_seconds=1)
+    run = generate_run(GeneratorConfig(campaign_id="cfail", campaign_name="T", fans=300))
+    worker = WorkerProcess(settings, "w", tmp_path / "logs")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await ingest(settings, run, tmp_path)
+        await eventually(
+            lambda: book(worker, "cfail"), lambda b: list(b["runs"].values()) == ["failed"], 120
+        )
+        attempts = slack.hits(HOOK)
+        assert attempts >= 2 and posted(slack) == []
+        slack.fallback = Answer(200, "ok")
+
+        # A marker promising records that never come: the run cannot settle, so one warning.
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            marker = {
+                "status": "ingested",
+                "runId": "stalled-run",
+                "campaignId": "cfail",
+                "key": "scrubbed/registrants.cfail.T.20260101T000000Z.cleaned.prepared.merged.csv",
+                "valid": 5,
+                "invalid": 0,
+            }
+            await producer.send_and_wait(
+                settings.ingested_files_topic, orjson.dumps(marker), key=b"s3://x/stalled@1"
+            )
+        finally:
+            await producer.stop()
+        await eventually(lambda: asyncio.sleep(0, posted(slack)), lambda p: len(p) == 1, 60)
+        assert "not settled" in posted(slack)[0] and "0 of 5 records" in posted(slack)[0]
+        await asyncio.sleep(12)  # more overdue checks pass: still one warning, no re-post
+        assert len(posted(slack)) == 1
+        runs = (await book(worker, "cfail"))["runs"]
+        assert list(runs.values()) == ["failed", "warned"]
+    finally:
+        worker.stop()
