@@ -11,17 +11,19 @@ from pathlib import Path
 from bench.agent_bench import agent_benchmark
 from bench.common import bench_stack, isolated, machine, stop_stack
 from bench.ingest_bench import ingest_benchmark
+from bench.mirror_bench import mirror_benchmark
 
 TARGETS = {
     "ingest_rows_per_s": ">= 50000",
     "ingest_peak_rss_mb": "<= 300",
     "agent_records_per_s": ">= 20000",
     "agent_to_plain_ratio": ">= 0.4",
+    "mirror_to_naive_ratio": ">= 5",
 }
 
 
 def main(argv: list[str]) -> int:
-    wanted = set(argv) or {"ingest", "agent"}
+    wanted = set(argv) or {"ingest", "agent", "mirror"}
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="vfstream-bench-") as tmp:
         work = Path(tmp)
@@ -31,6 +33,8 @@ def main(argv: list[str]) -> int:
                 results.update(ingest_benchmark(isolated(settings, work / "w1"), work / "f1"))
             if "agent" in wanted:
                 results.update(agent_benchmark(isolated(settings, work / "w2"), work / "f2"))
+            if "mirror" in wanted:
+                results.update(mirror_benchmark(isolated(settings, work / "w3")))
         finally:
             stop_stack(settings)
     for name, value in results.items():

@@ -37,10 +37,12 @@ def isolated(stack: Settings, tmp_path: Path) -> Settings:
         update={
             "data_dir": tmp_path / "worker",
             "web_port": free_port(),
-            # No entry service runs here, and moto's Kinesis loses records when several
-            # tests' workers put to one stream: the tests of those relays turn them on.
+            # The relays to the outside world are off unless a test is about them: no entry
+            # service runs here, moto's Kinesis loses records when several workers put to
+            # one stream, and mirroring every test's states to moto costs CPU the others need.
             "forward_to_entry_service": False,
             "forward_to_kinesis": False,
+            "mirror_to_dynamodb": False,
         }
     )
     asyncio.run(ensure_topics(settings))

@@ -15,15 +15,16 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from vfstream.devstack.scenario import upload_run, wait_for_counts
+from vfstream.devstack.scenario import demand_item, upload_run, wait_for_counts, wait_for_json
 from vfstream.devstack.stack import LocalStack
 from vfstream.devstack.workers import WorkerProcess
 from vfstream.generator import GeneratorConfig, expected_counts, generate_run
 from vfstream.ingest.ingestor import ScoringFileIngestor
-from vfstream.settings import get_settings
+from vfstream.settings import Settings, get_settings
 from vfstream.topics import ensure_topics
 
 DEMO_FANS = 45_000  # about 100k rows at 1-3 preferences a fan
@@ -42,7 +43,12 @@ async def run_demo(work: Path) -> int:
     await stack.up()
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     settings = base.namespaced(f"demo{stamp}").model_copy(
-        update={"data_dir": work / "worker", "listen_for_notifications": False}
+        update={
+            "data_dir": work / "worker",
+            "listen_for_notifications": False,
+            # The local stack has no entry service to forward rank-0 fans to.
+            "forward_to_entry_service": False,
+        }
     )
     await ensure_topics(settings)
     worker = WorkerProcess(settings, "demo-worker", work / "logs")
@@ -89,12 +95,35 @@ async def run_demo(work: Path) -> int:
             flush=True,
         )
         _say("counts equal the generator's truth: OK")
+        book = await wait_for_json(
+            worker,
+            f"/campaigns/{config.campaign_id}/reports",
+            lambda body: bool(body.get("lastText")),
+        )
+        _say("Slack verdict report of this run (no webhook configured, so the worker logged it):")
+        print(book["lastText"], flush=True)
+        mirrored = await _mirrored_counts(settings, config.campaign_id, counts)
+        _say(f"DynamoDB campaign:{config.campaign_id} / meta:counts = {mirrored}")
         return 0
     finally:
         worker.stop()
         if started_stack:
             stack.down()
             _say("stopped the local stack")
+
+
+async def _mirrored_counts(
+    settings: Settings, campaign: str, counts: dict[str, Any], timeout: float = 120.0
+) -> dict[str, Any]:
+    """The mirror's meta:counts item, once it equals the counts view."""
+    started = time.monotonic()
+    item: dict[str, Any] | None = None
+    while time.monotonic() - started < timeout:
+        item = await demand_item(settings, f"campaign:{campaign}", "meta:counts")
+        if item and all(item.get(k) == counts[k] for k in ("verified", "rejected", "selected")):
+            return {k: int(item[k]) for k in ("verified", "rejected", "selected")}
+        await asyncio.sleep(1)
+    raise TimeoutError(f"the DynamoDB mirror did not reach {counts} in {timeout:.0f}s: {item}")
 
 
 def main() -> int:

@@ -109,14 +109,25 @@ async def assert_mirror_equals_state(
         ]
 
 
+@pytest.fixture
+def mirrored(isolated: Settings) -> Settings:
+    return isolated.model_copy(update={"mirror_to_dynamodb": True})
+
+
 async def test_a_settled_run_is_mirrored_in_the_spec_layout_with_meta_counts(
-    isolated: Settings, worker: WorkerProcess, tmp_path: Path
+    mirrored: Settings, tmp_path: Path
 ) -> None:
     run = generate_run(GeneratorConfig(campaign_id="cmirror", campaign_name="T", fans=600))
-    await ingest(isolated, run, tmp_path)
-    truth = expected_counts([run])["cmirror"]
-    await wait_for_counts(worker, "cmirror", truth, timeout=180)
-    await assert_mirror_equals_state(isolated, worker, run, "cmirror")
+    worker = WorkerProcess(mirrored, "mirror", tmp_path / "logs")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        await ingest(mirrored, run, tmp_path)
+        truth = expected_counts([run])["cmirror"]
+        await wait_for_counts(worker, "cmirror", truth, timeout=180)
+        await assert_mirror_equals_state(mirrored, worker, run, "cmirror")
+    finally:
+        worker.stop()
 
 
 def changelog_record(settings: Settings, envelope: FanEnvelope, offset: int) -> ConsumerRecord:
@@ -162,7 +173,11 @@ async def test_mirror_catches_up_after_the_aws_endpoint_comes_back(
     isolated: Settings, aws_proxy: TcpProxy, tmp_path: Path
 ) -> None:
     behind_proxy = isolated.model_copy(
-        update={"aws_endpoint_url": aws_proxy.url, "listen_for_notifications": False}
+        update={
+            "aws_endpoint_url": aws_proxy.url,
+            "listen_for_notifications": False,
+            "mirror_to_dynamodb": True,
+        }
     )
     run = generate_run(GeneratorConfig(campaign_id="coutage", campaign_name="T", fans=1500))
     worker = WorkerProcess(behind_proxy, "mirror-outage", tmp_path / "logs")

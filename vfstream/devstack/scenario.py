@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,42 @@ async def wait_for_counts(
     raise TimeoutError(
         f"counts of {campaign_id} did not reach {expected} in {timeout:.0f}s; last: {last}"
     )
+
+
+async def wait_for_json(
+    worker: WorkerProcess,
+    path: str,
+    accept: Callable[[Any], bool],
+    timeout: float = 120.0,
+    interval: float = 0.5,
+) -> Any:
+    """Poll a worker view until its JSON answer is accepted; returns that answer."""
+    import asyncio
+
+    started = time.monotonic()
+    last: Any = None
+    while time.monotonic() - started < timeout:
+        try:
+            status, body = await worker.get_json(path)
+        except Exception as exc:  # the worker may be restarting
+            status, body = 0, repr(exc)
+        last = body
+        if status == 200 and accept(body):
+            return body
+        await asyncio.sleep(interval)
+    raise TimeoutError(f"{path} did not become ready in {timeout:.0f}s; last: {last}")
+
+
+async def demand_item(settings: Settings, pk: str, sk: str) -> dict[str, Any] | None:
+    """One item of the DynamoDB demand table as plain values, or None."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    async with aws_client(settings, "dynamodb") as dynamo:
+        answer = await dynamo.get_item(
+            TableName=settings.demand_table, Key={"PK": {"S": pk}, "SK": {"S": sk}}
+        )
+    item = answer.get("Item")
+    if not item:
+        return None
+    plain = TypeDeserializer()
+    return {name: plain.deserialize(value) for name, value in item.items()}

@@ -1,0 +1,173 @@
+"""Fault harness (issue #7): three workers on one machine, standby replicas on, 6 partitions.
+
+Each scenario ends with the same check: counts = the generator's independent truth, the
+changelogs recount to the same numbers, DynamoDB = the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from tests.integration.test_mirror import campaign_items, meta_item
+from tests.support.services import Answer, scripted_service
+from tests.support.tcpproxy import TcpProxy
+from tests.support.waiting import eventually
+from vfstream.devstack.scenario import upload_run, wait_for_counts
+from vfstream.devstack.stack import free_port
+from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.generator import (
+    GeneratorConfig,
+    ScoringRun,
+    expected_counts,
+    generate_run,
+    rescore,
+)
+from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+FAULT_FANS = int(os.environ.get("VFSTREAM_FAULT_TEST_FANS", "20000"))
+
+
+def fleet(settings: Settings, logs: Path, count: int = 3) -> list[WorkerProcess]:
+    workers = []
+    for number in range(count):
+        own = settings.model_copy(
+            update={
+                "data_dir": settings.data_dir.parent / f"worker-{number}",
+                "web_port": free_port(),
+                "standby_replicas": 1,
+                "mirror_to_dynamodb": True,
+            }
+        )
+        workers.append(WorkerProcess(own, f"worker-{number}", logs))
+    return workers
+
+
+async def ingest(settings: Settings, run: ScoringRun, work: Path) -> None:
+    key = await upload_run(settings, run, work)
+    summary = await ScoringFileIngestor(settings).ingest(settings.scoring_bucket, key)
+    assert summary.status == "ingested", summary.error
+
+
+async def check_everything(
+    settings: Settings, survivors: list[WorkerProcess], campaign: str, truth: dict[str, int]
+) -> None:
+    """Counts exact from every survivor, changelogs recount the same, DynamoDB = state."""
+    for worker in survivors:
+        counts, _ = await wait_for_counts(worker, campaign, truth, timeout=600)
+        assert {k: counts[k] for k in truth} == truth
+    await eventually(
+        lambda: asyncio.to_thread(run_cli, settings, "reconcile", "--campaign", campaign),
+        lambda done: done.returncode == 0 and orjson.loads(done.stdout)["differences"] == 0,
+        timeout=120,
+        interval=3,
+    )
+    meta = await eventually(
+        lambda: meta_item(settings, campaign, "meta:counts"),
+        lambda m: m is not None and all(m[k] == truth[k] for k in truth),
+        timeout=300,
+        interval=2,
+    )
+    assert meta is not None
+    fans = truth["verified"] + truth["rejected"]
+    items = await eventually(
+        lambda: campaign_items(settings, campaign),
+        lambda found: len(found) == fans,
+        timeout=300,
+        interval=3,
+    )
+    # Every survivor answers any fan (proxied to the owner); items agree with the state.
+    for gid in random.Random(1).sample(sorted(items), 60):
+        worker = random.choice(survivors)
+        status, state = await worker.get_json(f"/campaigns/{campaign}/fans/{gid}")
+        assert status == 200, state
+        assert (items[gid]["version"], items[gid]["isVerified"]) == (
+            state["version"],
+            state["isVerified"],
+        )
+
+
+async def test_kill_9_one_of_three_workers_mid_run_counts_and_mirror_stay_exact(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    run = generate_run(GeneratorConfig(campaign_id="cfleet", campaign_name="T", fans=FAULT_FANS))
+    truth = expected_counts([run])["cfleet"]
+    workers = fleet(isolated, tmp_path / "logs")
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            await worker.wait_ready(timeout=180)
+        await ingest(isolated, run, tmp_path)
+
+        async def processed() -> int:
+            total = 0
+            for worker in workers:
+                _, body = await worker.get_json("/statuses")
+                total += body["recordsIn"]
+            return total
+
+        await eventually(processed, lambda n: n > run.expected_valid_rows // 3, 600, 0.2)
+        victim, survivors = workers[1], [workers[0], workers[2]]
+        victim.kill()
+        await check_everything(isolated, survivors, "cfleet", truth)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+async def test_aws_down_and_slack_failing_for_30s_lose_and_duplicate_nothing(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    proxy = TcpProxy(isolated.aws_port)
+    await proxy.start()
+    async with scripted_service() as slack:
+        slack.fallback = Answer(200, "ok")
+        hook = "/services/T/B/fault"
+        settings = isolated.model_copy(
+            update={
+                "aws_endpoint_url": proxy.url,
+                "listen_for_notifications": False,
+                "slack_webhook_url": SecretStr(slack.url + hook),
+                "slack_give_up_seconds": 600,
+            }
+        )
+        first = generate_run(GeneratorConfig(campaign_id="cdown", campaign_name="T", fans=4000))
+        second = rescore(first, flip_ratio=0.2, verdict_change_ratio=0.1, seed=3)
+        workers = fleet(settings, tmp_path / "logs")
+        for worker in workers:
+            worker.start()
+        try:
+            for worker in workers:
+                await worker.wait_ready(timeout=180)
+            await ingest(isolated, first, tmp_path)
+            await proxy.cut()
+            slack.fallback = Answer(500, "down")
+            await ingest(isolated, second, tmp_path)  # straight to moto and Kafka
+            await asyncio.sleep(30)
+            await proxy.restore()
+            slack.fallback = Answer(200, "ok")
+            truth = expected_counts([first, second])["cdown"]
+            await check_everything(isolated, workers, "cdown", truth)
+            posts = await eventually(
+                lambda: asyncio.sleep(0, slack.bodies(hook, succeeded=True)),
+                lambda bodies: len(bodies) == 2,
+                timeout=180,
+            )
+            await asyncio.sleep(10)
+            assert len(slack.bodies(hook, succeeded=True)) == 2
+            texts = [body["text"] for body in posts]
+            assert f"{truth['verified']:,} verified" in texts[-1]
+        finally:
+            for worker in workers:
+                worker.stop()
+            await proxy.cut()
