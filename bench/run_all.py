@@ -10,7 +10,9 @@ from pathlib import Path
 
 from bench.agent_bench import agent_benchmark
 from bench.common import bench_stack, isolated, machine, stop_stack
+from bench.e2e_bench import e2e_benchmark
 from bench.ingest_bench import ingest_benchmark
+from bench.latency_bench import latency_benchmark
 from bench.mirror_bench import mirror_benchmark
 
 TARGETS = {
@@ -19,11 +21,14 @@ TARGETS = {
     "agent_records_per_s": ">= 20000",
     "agent_to_plain_ratio": ">= 0.4",
     "mirror_to_naive_ratio": ">= 5",
+    "e2e_1w_settled_seconds": "<= 60 for 1M rows",
+    "e2e_3w_settled_seconds": "<= 60 for 1M rows",
+    "latency_2000_per_s_p99_ms": "<= 250",
 }
 
 
 def main(argv: list[str]) -> int:
-    wanted = set(argv) or {"ingest", "agent", "mirror"}
+    wanted = set(argv) or {"ingest", "agent", "mirror", "e2e", "latency"}
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="vfstream-bench-") as tmp:
         work = Path(tmp)
@@ -35,6 +40,13 @@ def main(argv: list[str]) -> int:
                 results.update(agent_benchmark(isolated(settings, work / "w2"), work / "f2"))
             if "mirror" in wanted:
                 results.update(mirror_benchmark(isolated(settings, work / "w3")))
+            if "e2e" in wanted:
+                for workers in (1, 3):
+                    place = work / f"e2e{workers}"
+                    results.update(e2e_benchmark(isolated(settings, place), place, workers))
+            if "latency" in wanted:
+                place = work / "latency"
+                results.update(latency_benchmark(isolated(settings, place), place))
         finally:
             stop_stack(settings)
     for name, value in results.items():

@@ -171,3 +171,68 @@ async def test_aws_down_and_slack_failing_for_30s_lose_and_duplicate_nothing(
             for worker in workers:
                 worker.stop()
             await proxy.cut()
+
+
+async def test_replay_to_earliest_twice_then_a_new_file_counts_exact_one_report_each(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    async with scripted_service() as slack:
+        slack.fallback = Answer(200, "ok")
+        hook = "/services/T/B/replay"
+        settings = isolated.model_copy(
+            update={"slack_webhook_url": SecretStr(slack.url + hook), "standby_replicas": 1}
+        )
+        first = generate_run(GeneratorConfig(campaign_id="ctwice", campaign_name="T", fans=3000))
+        second = rescore(first, flip_ratio=0.2, verdict_change_ratio=0.1, seed=9)
+        workers = fleet(settings, tmp_path / "logs")
+
+        async def start_all() -> None:
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                await worker.wait_ready(timeout=180)
+
+        async def unchanged() -> int:
+            total = 0
+            for worker in workers:
+                _, body = await worker.get_json("/statuses")
+                total += body["writeStatuses"].get("unchanged", 0)
+            return total
+
+        def posted() -> list[str]:
+            return [body["text"] for body in slack.bodies(hook, succeeded=True)]
+
+        try:
+            await start_all()
+            await ingest(settings, first, tmp_path)
+            truth = expected_counts([first])["ctwice"]
+            await wait_for_counts(workers[0], "ctwice", truth, timeout=300)
+            await eventually(lambda: asyncio.sleep(0, posted()), lambda p: len(p) == 1, 120)
+            for _ in range(2):
+                await asyncio.sleep(3)  # let the last offsets commit
+                for worker in workers:
+                    worker.stop()
+                await eventually(
+                    lambda: asyncio.to_thread(run_cli, settings, "replay", "--to", "earliest"),
+                    lambda done: done.returncode == 0,
+                    timeout=60,
+                    interval=3,
+                )
+                await start_all()
+                # Every record comes again and changes nothing. (Faust 0.15.3 was seen to skip
+                # some of them after this replay when a restarting worker restores a table
+                # first -- see README "A Faust startup race"; replayed records are unchanged
+                # ones, so the counts stay exact either way.)
+                await eventually(unchanged, lambda n: n > 0, 300, 1)
+                for worker in workers:
+                    await wait_for_counts(worker, "ctwice", truth, timeout=120)
+            await ingest(settings, second, tmp_path)
+            truth = expected_counts([first, second])["ctwice"]
+            await check_everything(settings, workers, "ctwice", truth)
+            await eventually(lambda: asyncio.sleep(0, posted()), lambda p: len(p) == 2, 120)
+            await asyncio.sleep(10)
+            assert len(posted()) == 2
+            assert f"{truth['verified']:,} verified" in posted()[1]
+        finally:
+            for worker in workers:
+                worker.stop()

@@ -314,10 +314,11 @@ async def test_s3_notification_starts_ingestion_in_the_worker(
         campaign = campaign_id()
         body = "\n".join([HEADER, row(campaign, "u1"), row(campaign, "u2", isVerified="no")])
         await put_object(isolated, scoring_key(campaign), body.encode())
-        counts = await eventually(
+        # The run is announced before its records are applied: wait for the counts.
+        expected = {"campaignId": campaign, "verified": 1, "rejected": 1, "selected": 0}
+        await eventually(
             lambda: proc.get_json(f"/campaigns/{campaign}/counts"),
-            lambda answer: answer[0] == 200,
+            lambda answer: answer == (200, expected),
         )
-        assert counts[1] == {"campaignId": campaign, "verified": 1, "rejected": 1, "selected": 0}
     finally:
         proc.stop()

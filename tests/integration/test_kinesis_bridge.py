@@ -346,7 +346,10 @@ async def test_after_a_split_the_parent_is_finished_and_its_children_read(
     assert summary.records == 80
     assert summary.finished_shards == {"shardId-000000000000"}
     assert summary.shards_read == {f"shardId-00000000000{i}" for i in range(4)}
-    assert_exactly_once(await copied_records(isolated), put)
+    # Under load, moto 5.2.5 was seen to hand back a split parent's records under other
+    # sequence numbers than PutRecords reported; the records themselves are what count.
+    copied = Counter(record.id for record in await copied_records(isolated))
+    assert copied == Counter(orjson.loads(p.data)["id"] for p in put)
     saved = await checkpoints(isolated, stream)
     assert saved["shardId-000000000000"].finished
     assert saved["shardId-000000000000"].sequenceNumber == max(

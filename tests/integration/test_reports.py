@@ -173,20 +173,21 @@ async def test_a_failing_webhook_is_given_up_once_and_a_stalled_run_is_warned(
         assert attempts >= 2 and posted(slack) == []
         slack.fallback = Answer(200, "ok")
 
-        # A marker promising records that never come: the run cannot settle, so one warning.
+        # A run announced with records that never come cannot settle: one warning. (The
+        # ingestor announces runs on the partials topic, in the file's transaction.)
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
         await producer.start()
         try:
-            marker = {
-                "status": "ingested",
+            stalled = {
                 "runId": "stalled-run",
                 "campaignId": "cfail",
+                "campaignName": "T",
                 "key": "scrubbed/registrants.cfail.T.20260101T000000Z.cleaned.prepared.merged.csv",
                 "valid": 5,
                 "invalid": 0,
             }
             await producer.send_and_wait(
-                settings.ingested_files_topic, orjson.dumps(marker), key=b"s3://x/stalled@1"
+                settings.partials_topic, orjson.dumps({"announce": stalled}), key=b"cfail"
             )
         finally:
             await producer.stop()

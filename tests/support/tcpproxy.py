@@ -47,9 +47,9 @@ class TcpProxy:
             self._pipes.discard(task)
             return
         try:
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
-        except asyncio.CancelledError:
-            pass
+            # cut() cancels the pipes: that is how open connections are dropped.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
         finally:
             for end in (writer, up_writer):
                 with contextlib.suppress(Exception):

@@ -1,0 +1,111 @@
+"""Latency from produce to counts updated, at a steady rate (issue #7: p99 <= 250 ms at
+2,000 records/s).
+
+Every record is a new fan of one campaign with ``isVerified`` true, so record ``i`` has been
+counted once the campaign's ``verified`` reaches ``i + 1``. A poller reads the counts view
+every 20 ms; a record's latency is the first poll that shows it minus the moment it was
+produced (so the figures include up to one poll interval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from vfstream.devstack.workers import WorkerProcess
+from vfstream.domain.records import ScoreRecord
+from vfstream.settings import Settings
+from vfstream.topics import ensure_topics
+
+RATE = int(os.environ.get("VFSTREAM_BENCH_LATENCY_RATE", "2000"))
+SECONDS = int(os.environ.get("VFSTREAM_BENCH_LATENCY_SECONDS", "30"))
+POLL_SECONDS = 0.02
+
+
+def _record(campaign: str, number: int) -> ScoreRecord:
+    gid = f"{number:010x}"
+    return ScoreRecord(
+        campaignId=campaign,
+        globalUserId=gid,
+        id=f"{gid}000",
+        rank=0,
+        eventId="ev10",
+        score=0.5,
+        isVerified=True,
+        scoredAt=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def _measure(settings: Settings, work: Path, rate: int, seconds: int) -> dict[str, object]:
+    await ensure_topics(settings)
+    campaign = f"clat{rate}"
+    total = rate * seconds
+    worker = WorkerProcess(settings, f"latency-{rate}", work / "logs")
+    worker.start()
+    produced_at: list[float] = []
+    seen: list[tuple[float, int]] = []
+    done = asyncio.Event()
+
+    async def poll() -> None:
+        while not done.is_set():
+            status, body = await worker.get_json(f"/campaigns/{campaign}/counts")
+            if status == 200:
+                seen.append((time.monotonic(), body["verified"]))
+                if body["verified"] >= total:
+                    done.set()
+            await asyncio.sleep(POLL_SECONDS)
+
+    try:
+        await worker.wait_ready()
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
+        await producer.start()
+        poller = asyncio.create_task(poll())
+        try:
+            tick = 0.01
+            per_tick = max(1, round(rate * tick))
+            started = time.monotonic()
+            number = 0
+            while number < total:
+                for _ in range(min(per_tick, total - number)):
+                    record = _record(campaign, number)
+                    await producer.send(
+                        settings.score_records_topic, record.to_json(), key=record.key.encode()
+                    )
+                    produced_at.append(time.monotonic())
+                    number += 1
+                next_tick = started + (number / per_tick) * tick
+                await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            await producer.flush()
+            await asyncio.wait_for(done.wait(), timeout=max(600, seconds * 20))
+        finally:
+            done.set()
+            await poller
+            await producer.stop()
+    finally:
+        worker.stop()
+    latencies: list[float] = []
+    cursor = 0
+    for index, moment in enumerate(produced_at):
+        while cursor < len(seen) and seen[cursor][1] < index + 1:
+            cursor += 1
+        if cursor < len(seen):
+            latencies.append(seen[cursor][0] - moment)
+    return {
+        f"latency_{rate}_per_s_p50_ms": round(_percentile(latencies, 0.50) * 1000),
+        f"latency_{rate}_per_s_p99_ms": round(_percentile(latencies, 0.99) * 1000),
+        f"latency_{rate}_per_s_records": total,
+    }
+
+
+def latency_benchmark(settings: Settings, work: Path, rate: int = RATE) -> dict:
+    return asyncio.run(_measure(settings, work, rate, SECONDS))
