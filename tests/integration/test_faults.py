@@ -85,15 +85,26 @@ async def check_everything(
         timeout=300,
         interval=3,
     )
-    # Every survivor answers any fan (proxied to the owner); items agree with the state.
-    for gid in random.Random(1).sample(sorted(items), 60):
+    # Every survivor answers any fan (proxied to the owner); the mirror, eventually
+    # consistent, catches up with the state of each sampled fan.
+    sample = random.Random(1).sample(sorted(items), 60)
+    states = {}
+    for gid in sample:
         worker = random.choice(survivors)
         status, state = await worker.get_json(f"/campaigns/{campaign}/fans/{gid}")
         assert status == 200, state
-        assert (items[gid]["version"], items[gid]["isVerified"]) == (
-            state["version"],
-            state["isVerified"],
-        )
+        states[gid] = (state["version"], state["isVerified"])
+
+    def lagging(found: dict[str, dict]) -> list[str]:
+        return [
+            gid
+            for gid in sample
+            if (found[gid]["version"], found[gid]["isVerified"]) != states[gid]
+        ]
+
+    await eventually(
+        lambda: campaign_items(settings, campaign), lambda found: not lagging(found), 300, 3
+    )
 
 
 async def test_kill_9_one_of_three_workers_mid_run_counts_and_mirror_stay_exact(
@@ -192,13 +203,6 @@ async def test_replay_to_earliest_twice_then_a_new_file_counts_exact_one_report_
             for worker in workers:
                 await worker.wait_ready(timeout=180)
 
-        async def unchanged() -> int:
-            total = 0
-            for worker in workers:
-                _, body = await worker.get_json("/statuses")
-                total += body["writeStatuses"].get("unchanged", 0)
-            return total
-
         def posted() -> list[str]:
             return [body["text"] for body in slack.bodies(hook, succeeded=True)]
 
@@ -219,11 +223,10 @@ async def test_replay_to_earliest_twice_then_a_new_file_counts_exact_one_report_
                     interval=3,
                 )
                 await start_all()
-                # Every record comes again and changes nothing. (Faust 0.15.3 was seen to skip
-                # some of them after this replay when a restarting worker restores a table
-                # first -- see README "A Faust startup race"; replayed records are unchanged
-                # ones, so the counts stay exact either way.)
-                await eventually(unchanged, lambda n: n > 0, 300, 1)
+                # Replayed records are ones the state holds: they change nothing. Faust 0.15.3
+                # was seen to skip some or all of them here when restarting workers restore a
+                # table first (README, "A Faust startup race"), so how many come again is
+                # not asserted; the counts must stay exact either way.
                 for worker in workers:
                     await wait_for_counts(worker, "ctwice", truth, timeout=120)
             await ingest(settings, second, tmp_path)
