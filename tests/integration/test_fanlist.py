@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.support.kinesis import read_stream
 from vfstream.aws import aws_client
 from vfstream.devstack.workers import WorkerProcess, run_cli
 from vfstream.ingest.fanlist import FanlistIngestor, FanlistSummary
@@ -72,23 +73,8 @@ async def fanlist_settings(isolated: Settings) -> AsyncIterator[Settings]:
 
 async def stream_records(settings: Settings) -> list[tuple[str, dict[str, Any]]]:
     """Every record of the campaign-data stream, all shards: (partition key, JSON body)."""
-    stream = settings.campaign_data_stream
-    found: list[tuple[str, dict[str, Any]]] = []
-    async with aws_client(settings, "kinesis") as kinesis:
-        shards = (await kinesis.list_shards(StreamName=stream))["Shards"]
-        for shard in shards:
-            iterator = (
-                await kinesis.get_shard_iterator(
-                    StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-                )
-            )["ShardIterator"]
-            while iterator:
-                answer = await kinesis.get_records(ShardIterator=iterator, Limit=1000)
-                found += [(r["PartitionKey"], orjson.loads(r["Data"])) for r in answer["Records"]]
-                if not answer["Records"]:
-                    break
-                iterator = answer.get("NextShardIterator")
-    return found
+    found = await read_stream(settings, settings.campaign_data_stream)
+    return [(key, orjson.loads(data)) for key, data in found]
 
 
 async def campaign_items(settings: Settings, campaign: str) -> dict[str, dict[str, Any]]:

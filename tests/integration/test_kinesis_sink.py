@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 
+from tests.support.kinesis import create_stream, read_stream, unique_stream
 from vfstream.aws import aws_client
 from vfstream.devstack.scenario import upload_run, wait_for_counts
 from vfstream.devstack.workers import WorkerProcess
@@ -20,52 +20,23 @@ from vfstream.sinks.kinesis import KinesisForwarder, KinesisRecord
 pytestmark = pytest.mark.integration
 
 
-async def read_stream(kinesis, stream: str) -> list[tuple[str, bytes]]:
-    shards = (await kinesis.list_shards(StreamName=stream))["Shards"]
-    out: list[tuple[str, bytes]] = []
-    for shard in shards:
-        iterator = (
-            await kinesis.get_shard_iterator(
-                StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-            )
-        )["ShardIterator"]
-        while iterator:
-            answer = await kinesis.get_records(ShardIterator=iterator, Limit=1000)
-            out += [(r["PartitionKey"], r["Data"]) for r in answer["Records"]]
-            if not answer["Records"]:
-                break
-            iterator = answer.get("NextShardIterator")
-    return out
-
-
 async def test_every_record_put_in_batches_arrives_with_its_partition_key(stack: Settings) -> None:
-    stream = f"vf-scores-{uuid.uuid4().hex[:8]}"
+    stream = unique_stream("vf-scores")
+    await create_stream(stack, stream)
     async with aws_client(stack, "kinesis") as kinesis:
-        await kinesis.create_stream(StreamName=stream, ShardCount=2)
-        for _ in range(50):
-            status = await kinesis.describe_stream_summary(StreamName=stream)
-            if status["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-                break
-            await asyncio.sleep(0.1)
         records = [KinesisRecord(f"u{i}", f'{{"n": {i}}}'.encode()) for i in range(1200)]
         result = await KinesisForwarder(kinesis, stream).forward(records)
         assert result.sent == 1200 and not result.failed
-        stored = await read_stream(kinesis, stream)
+    stored = await read_stream(stack, stream)
     assert sorted(stored) == sorted((r.partition_key, r.data) for r in records)
 
 
 async def test_a_worker_forwards_every_accepted_score_record_to_the_scores_stream(
     isolated: Settings, tmp_path: Path
 ) -> None:
-    stream = f"vf-scores-{uuid.uuid4().hex[:8]}"
+    stream = unique_stream("vf-scores")
     settings = isolated.model_copy(update={"scores_stream": stream, "forward_to_kinesis": True})
-    async with aws_client(settings, "kinesis") as kinesis:
-        await kinesis.create_stream(StreamName=stream, ShardCount=2)
-        for _ in range(50):
-            status = await kinesis.describe_stream_summary(StreamName=stream)
-            if status["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-                break
-            await asyncio.sleep(0.1)
+    await create_stream(settings, stream)
     run = generate_run(GeneratorConfig(campaign_id="ckin", campaign_name="T", fans=500))
     worker = WorkerProcess(settings, "kinesis", tmp_path / "logs")
     worker.start()
@@ -76,8 +47,7 @@ async def test_a_worker_forwards_every_accepted_score_record_to_the_scores_strea
         await wait_for_counts(worker, "ckin", expected_counts([run])["ckin"], timeout=180)
 
         async def arrived() -> list[tuple[str, bytes]]:
-            async with aws_client(settings, "kinesis") as kinesis:
-                return await read_stream(kinesis, stream)
+            return await read_stream(settings, stream)
 
         deadline = asyncio.get_running_loop().time() + 120
         records = await arrived()

@@ -35,6 +35,25 @@ async def wait_active(kinesis: Any, stream: str) -> None:
     raise TimeoutError(f"stream {stream} did not become ACTIVE")
 
 
+async def read_stream(settings: Settings, stream: str) -> list[tuple[str, bytes]]:
+    """Every record in the stream, all shards from their start: (partition key, data)."""
+    found: list[tuple[str, bytes]] = []
+    async with aws_client(settings, "kinesis") as kinesis:
+        for shard in (await kinesis.list_shards(StreamName=stream))["Shards"]:
+            iterator = (
+                await kinesis.get_shard_iterator(
+                    StreamName=stream, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                )
+            )["ShardIterator"]
+            while iterator:
+                answer = await kinesis.get_records(ShardIterator=iterator, Limit=1000)
+                found += [(r["PartitionKey"], r["Data"]) for r in answer["Records"]]
+                if not answer["Records"]:
+                    break
+                iterator = answer.get("NextShardIterator")
+    return found
+
+
 async def create_stream(settings: Settings, stream: str, shards: int = 2) -> None:
     async with aws_client(settings, "kinesis") as kinesis:
         await kinesis.create_stream(StreamName=stream, ShardCount=shards)

@@ -11,7 +11,12 @@ from typing import Annotated, Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vfstream.domain.records import FiniteFloat, normalise_email, parse_iso_datetime
+from vfstream.domain.records import (
+    FiniteFloat,
+    normalise_email,
+    parse_iso_datetime,
+    repeated_columns,
+)
 
 FANLIST_PREFIX = "fanlist/"
 FANLIST_KEY_PATTERN = re.compile(
@@ -75,15 +80,8 @@ def check_fanlist_header(header: list[str]) -> None:
         missing.append("memberId or email")
     if missing:
         raise FanlistFileError(f"the header lacks required columns: {', '.join(missing)}")
-    seen: set[str] = set()
-    repeated: list[str] = []
-    for column in header:
-        if column in FANLIST_COLUMNS:
-            if column in seen and column not in repeated:
-                repeated.append(column)
-            seen.add(column)
+    repeated = repeated_columns(header, FANLIST_COLUMNS)
     if repeated:
-        # Which of two score columns counts would be a guess.
         raise FanlistFileError(f"the header repeats columns: {', '.join(repeated)}")
 
 

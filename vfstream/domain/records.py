@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -95,15 +96,23 @@ def check_header(header: list[str]) -> None:
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
         raise ScoringFileError(f"the header lacks required columns: {', '.join(missing)}")
-    seen: set[str] = set()
-    duplicated: list[str] = []
-    for column in header:
-        if column in CSV_COLUMNS:
-            if column in seen and column not in duplicated:
-                duplicated.append(column)
-            seen.add(column)
+    duplicated = repeated_columns(header, CSV_COLUMNS)
     if duplicated:
         raise ScoringFileError(f"the header repeats columns: {', '.join(duplicated)}")
+
+
+def repeated_columns(header: list[str], known: Iterable[str]) -> list[str]:
+    """Known columns that appear more than once, in header order: which copy counts would be a
+    guess. Unknown columns may repeat (they are ignored)."""
+    wanted = set(known)
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for column in header:
+        if column in wanted:
+            if column in seen and column not in repeated:
+                repeated.append(column)
+            seen.add(column)
+    return repeated
 
 
 def parse_bool(value: Any) -> bool:
