@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support.kinesis import read_stream
+from tests.support.kinesis import create_stream, read_stream, unique_stream
 from vfstream.aws import aws_client
 from vfstream.devstack.workers import WorkerProcess, run_cli
 from vfstream.ingest.fanlist import FanlistIngestor, FanlistSummary
@@ -48,22 +48,11 @@ async def ingest(settings: Settings, key: str, lines: list[str], **options: Any)
     return await FanlistIngestor(settings, **options).ingest(settings.scoring_bucket, key)
 
 
-async def wait_for_stream(kinesis: Any, stream: str) -> None:
-    for _ in range(100):
-        summary = await kinesis.describe_stream_summary(StreamName=stream)
-        if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"stream {stream} never became active")
-
-
 @pytest.fixture
 async def fanlist_settings(isolated: Settings) -> AsyncIterator[Settings]:
     """Isolated settings with a campaign-data stream (two shards) of this test's own."""
-    stream = f"vf-campaign-data-{uuid.uuid4().hex[:8]}"
-    async with aws_client(isolated, "kinesis") as kinesis:
-        await kinesis.create_stream(StreamName=stream, ShardCount=2)
-        await wait_for_stream(kinesis, stream)
+    stream = unique_stream("vf-campaign-data")
+    await create_stream(isolated, stream)
     try:
         yield isolated.model_copy(update={"campaign_data_stream": stream})
     finally:
