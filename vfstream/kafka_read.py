@@ -2,18 +2,55 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from vfstream.settings import Settings
 from vfstream.topics import partition_count
 
+log = logging.getLogger(__name__)
 
-async def read_committed(settings: Settings, topic: str) -> list[ConsumerRecord]:
-    """Every committed message of ``topic`` up to its current end, all partitions."""
+# A transaction still open this long (a producer that died mid-transaction, until the broker
+# times it out or a successor fences it) is left unread rather than waited for.
+OPEN_TRANSACTION_GRACE_SECONDS = 10.0
+
+
+async def _high_watermarks(
+    settings: Settings, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        isolation_level="read_uncommitted",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
+async def read_committed(
+    settings: Settings,
+    topic: str,
+    *,
+    open_transaction_grace: float = OPEN_TRANSACTION_GRACE_SECONDS,
+) -> list[ConsumerRecord]:
+    """Every message of ``topic`` committed before the call, all partitions.
+
+    A producer's commit returns before the broker has written the commit markers to every
+    partition, and a read_committed consumer's end offset (the last stable offset) stays
+    short of such a transaction until its marker lands. Reading only to that end loses the
+    newest transaction now and then, so this reads up to the high watermark instead and
+    lets the markers arrive; only a transaction that stays open is left out, with a warning.
+    """
     count = await partition_count(settings, topic)
     if count == 0:
         raise LookupError(f"topic {topic} does not exist")
     partitions = [TopicPartition(topic, p) for p in range(count)]
+    ends = await _high_watermarks(settings, partitions)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         isolation_level="read_committed",
@@ -23,16 +60,28 @@ async def read_committed(settings: Settings, topic: str) -> list[ConsumerRecord]
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
         out: list[ConsumerRecord] = []
         remaining = {tp for tp in partitions if ends[tp] > 0}
+        positions = {tp: -1 for tp in remaining}
+        last_progress = time.monotonic()
         while remaining:
-            batches = await consumer.getmany(*remaining, timeout_ms=1000)
+            batches = await consumer.getmany(*remaining, timeout_ms=500)
             for messages in batches.values():
                 out.extend(messages)
             for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
+                position = await consumer.position(tp)
+                if position != positions[tp]:
+                    positions[tp] = position
+                    last_progress = time.monotonic()
+                if position >= ends[tp]:
                     remaining.discard(tp)
+            if remaining and time.monotonic() - last_progress > open_transaction_grace:
+                log.warning(
+                    "%s: stopped reading at partition@offset %s; a transaction there is still open",
+                    topic,
+                    ", ".join(f"{tp.partition}@{positions[tp]}" for tp in remaining),
+                )
+                break
         return out
     finally:
         await consumer.stop()
