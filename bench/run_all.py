@@ -3,6 +3,7 @@ BENCHMARKS.md. Not part of the test suite."""
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -55,18 +56,33 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+RESULTS = Path("bench/results.json")
+
+
 def write_report(results: dict[str, object]) -> None:
+    """Merge this run's figures into ``bench/results.json`` (so a partial run such as
+    ``python -m bench.run_all e2e`` keeps the others) and rewrite BENCHMARKS.md from it."""
+    today = time.strftime("%Y-%m-%d")
+    recorded: dict[str, dict[str, object]] = (
+        json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    )
+    for name, value in results.items():
+        recorded[name] = {"value": value, "measured": today}
+    RESULTS.write_text(json.dumps(recorded, indent=2) + "\n")
     lines = [
         "# Benchmarks",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine()} with `make bench`",
-        "(private local stack: Kafka 4.1.1 KRaft, moto 5.2.5, all on 127.0.0.1).",
+        f"Measured on {machine()} with `make bench` or a part of it",
+        "(`python -m bench.run_all e2e latency`, say), each on a private local stack:",
+        "Kafka 4.1.1 KRaft and moto 5.2.5, all on 127.0.0.1. Figures and dates come from",
+        "`bench/results.json`.",
         "",
-        "| figure | value | target |",
-        "|---|---|---|",
+        "| figure | value | target | measured |",
+        "|---|---|---|---|",
     ]
-    for name, value in results.items():
-        lines.append(f"| `{name}` | {value} | {TARGETS.get(name, '')} |")
+    for name, entry in recorded.items():
+        target = TARGETS.get(name, "")
+        lines.append(f"| `{name}` | {entry['value']} | {target} | {entry['measured']} |")
     notes = Path("bench/NOTES.md")
     if notes.exists():
         lines += ["", notes.read_text().strip()]

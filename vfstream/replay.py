@@ -159,9 +159,7 @@ async def rebuild(settings: Settings) -> dict[str, Any]:
 def wipe_local_stores(settings: Settings) -> list[str]:
     """Delete this machine's RocksDB stores of the rebuilt tables, and only those.
 
-    The reporter's store stays: it is not rebuilt, and a store that must be restored from
-    its changelog at start makes Faust fetch stream records before it seeks them to their
-    committed offsets, a race that was seen to skip records right after a rebuild.
+    The reporter's store stays: it is not rebuilt, and keeping it spares the start a restore.
     """
     tables = settings.data_dir / "v1" / "tables"
     wiped: list[str] = []

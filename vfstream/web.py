@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from vfstream.domain.ledger import CampaignTotals, FanEnvelope
 from vfstream.domain.reports import ReportBook
+from vfstream.domain.windows import parse_window_bounds
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 
 if TYPE_CHECKING:
@@ -88,11 +88,12 @@ def register_views(stream: VfStream) -> None:
         async def get(self, request: Request, campaignId: str) -> Response:
             async def local() -> Response:
                 try:
-                    since = _parse_time(request.query.get("since"))
-                    until = _parse_time(request.query.get("until"))
+                    bounds = parse_window_bounds(
+                        request.query.get("since"), request.query.get("until")
+                    )
                 except ValueError as exc:
                     return _json(self, {"error": str(exc)}, 400)
-                return _json(self, window_series(stream, campaignId, since, until))
+                return _json(self, window_series(stream, campaignId, *bounds))
 
             return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
 
@@ -198,20 +199,6 @@ async def all_campaigns(stream: VfStream) -> list[dict[str, Any]]:
             except (aiohttp.ClientError, TimeoutError, KeyError, ValueError):
                 continue
     return sorted(merged.values(), key=lambda item: item["campaignId"])
-
-
-def _parse_time(text: str | None) -> float | None:
-    if text is None or text == "":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise ValueError(f"not an ISO time or epoch seconds: {text!r}") from exc
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def window_series(

@@ -12,9 +12,9 @@ import pytest
 
 from tests.support.aws import put_object
 from tests.support.kafka import read_committed
+from tests.support.rows import SCORING_HEADER, scoring_row
 from tests.support.waiting import eventually
 from vfstream.devstack.workers import WorkerProcess, run_cli
-from vfstream.domain.records import CSV_COLUMNS
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
 
@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 # A copy of ../shared/samples: the SPEC's sample file, whose counts its README gives.
 SAMPLE_NAME = "registrants.c1001.summer-tour.20261020T120000Z.cleaned.prepared.merged.csv"
 SAMPLE_PATH = Path(__file__).parents[1] / "data" / SAMPLE_NAME
-HEADER = ",".join(CSV_COLUMNS)
+HEADER = SCORING_HEADER
+row = scoring_row
 
 
 def sample_bytes() -> bytes:
@@ -34,36 +35,6 @@ def scoring_key(campaign: str, stamp: str = "20261020T120000Z", gz: bool = False
     return f"scrubbed/registrants.{campaign}.test-run.{stamp}.cleaned.prepared.merged.csv" + (
         ".gz" if gz else ""
     )
-
-
-def row(campaign: str, user: str, rank: int = 0, **overrides: str) -> str:
-    values = {
-        "globalUserId": user,
-        "id": f"{user}{rank:03d}",
-        "campaign_id": campaign,
-        "event_id": "ev1",
-        "hbase": "chicago",
-        "score": "0.5",
-        "localFanscore": "0.4",
-        "accountFanscore": "0.3",
-        "bandScore": "",
-        "isVerified": "true",
-        "verdict": "",
-        "nudetect.score": "0.1",
-        "nudetect.scoreBand": "low",
-        "review_notes": "",
-        "codes": "",
-        "memberId": f"m-{user}",
-        "email": f"{user}@example.com",
-        "firstName": "A",
-        "lastName": "B",
-        "phone": "",
-        "phoneType": "",
-        "phoneConfirmedDate": "",
-        "locale": "en-us",
-    }
-    values.update(overrides)
-    return ",".join(values[column] for column in HEADER.split(","))
 
 
 def campaign_id() -> str:

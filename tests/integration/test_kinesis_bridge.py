@@ -31,7 +31,7 @@ from tests.support.kinesis import (
     split_shard,
     unique_stream,
 )
-from tests.support.rows import MINIMAL_ROW
+from tests.support.rows import feed_document
 from tests.support.waiting import eventually
 from vfstream.devstack.workers import run_cli
 from vfstream.domain.records import ScoreRecord
@@ -42,18 +42,7 @@ from vfstream.sources.kinesis_bridge import BridgeError, BridgeSummary, KinesisB
 pytestmark = pytest.mark.integration
 
 
-def feed(fan: int, rank: int = 0, score: float = 0.5, campaign: str = "cfeed") -> dict[str, Any]:
-    user = f"u{fan}"
-    return {
-        **MINIMAL_ROW,
-        "globalUserId": user,
-        "id": f"{user}{rank:03d}",
-        "campaign_id": campaign,
-        "campaignId": campaign,
-        "event_id": f"ev{rank}",
-        "score": score,
-        "scoredAt": "2026-10-21T08:00:00Z",
-    }
+feed = feed_document
 
 
 def fans(count: int, *, start: int = 0, score: float = 0.5) -> list[dict[str, Any]]:

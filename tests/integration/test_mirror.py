@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
-from boto3.dynamodb.types import TypeDeserializer
 
+from tests.support.standard_check import campaign_items, meta_item, plain
 from tests.support.states import sample_state
 from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import eventually
@@ -31,38 +30,6 @@ from vfstream.sinks.dynamo_batch import DynamoBatchWriter
 from vfstream.sinks.dynamo_mirror import DynamoMirror
 
 pytestmark = pytest.mark.integration
-
-_plain = TypeDeserializer()
-
-
-def plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {name: _plain.deserialize(value) for name, value in item.items()}
-
-
-async def campaign_items(settings: Settings, campaign: str) -> dict[str, dict[str, Any]]:
-    """Every fan item of a campaign, by globalUserId."""
-    found: dict[str, dict[str, Any]] = {}
-    async with aws_client(settings, "dynamodb") as dynamo:
-        paginator = dynamo.get_paginator("scan")
-        async for page in paginator.paginate(
-            TableName=settings.demand_table,
-            FilterExpression="SK = :sk AND begins_with(PK, :fan)",
-            ExpressionAttributeValues={":sk": {"S": f"campaign:{campaign}"}, ":fan": {"S": "fan:"}},
-        ):
-            for item in page["Items"]:
-                decoded = plain(item)
-                found[decoded["globalUserId"]] = decoded
-    return found
-
-
-async def meta_item(settings: Settings, campaign: str, sk: str) -> dict[str, Any] | None:
-    async with aws_client(settings, "dynamodb") as dynamo:
-        answer = await dynamo.get_item(
-            TableName=settings.demand_table,
-            Key={"PK": {"S": f"campaign:{campaign}"}, "SK": {"S": sk}},
-        )
-    item = answer.get("Item")
-    return plain(item) if item else None
 
 
 def fans_of(run: ScoringRun) -> set[str]:

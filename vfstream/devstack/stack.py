@@ -30,6 +30,16 @@ log = logging.getLogger(__name__)
 STACK_FILES = resources.files("vfstream.devstack")
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64. Like Kafka's own ``random-uuid``
+    it never starts with "-": the storage tool would read such an id as an option (1 in 64
+    fresh stacks failed to format before)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class StackError(RuntimeError):
     """The local stack could not be brought to the wanted state."""
 
@@ -244,7 +254,7 @@ class KafkaBroker(ManagedProcess):
         self._write_config()
         if not (self.data_dir / "meta.properties").exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             result = subprocess.run(
                 self._java(
                     "kafka.tools.StorageTool",

@@ -1,0 +1,100 @@
+"""The check every fault scenario ends with (issue #7): counts = the independent truth from
+every worker, the changelogs recount to the same numbers, DynamoDB = the state."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import orjson
+from boto3.dynamodb.types import TypeDeserializer
+
+from tests.support.waiting import eventually
+from vfstream.aws import aws_client
+from vfstream.devstack.scenario import wait_for_counts
+from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.settings import Settings
+
+_plain = TypeDeserializer()
+
+SAMPLED_FANS = 60
+
+
+def plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {name: _plain.deserialize(value) for name, value in item.items()}
+
+
+async def campaign_items(settings: Settings, campaign: str) -> dict[str, dict[str, Any]]:
+    """Every mirrored fan item of a campaign, by globalUserId."""
+    found: dict[str, dict[str, Any]] = {}
+    async with aws_client(settings, "dynamodb") as dynamo:
+        paginator = dynamo.get_paginator("scan")
+        async for page in paginator.paginate(
+            TableName=settings.demand_table,
+            FilterExpression="SK = :sk AND begins_with(PK, :fan)",
+            ExpressionAttributeValues={":sk": {"S": f"campaign:{campaign}"}, ":fan": {"S": "fan:"}},
+        ):
+            for item in page["Items"]:
+                decoded = plain(item)
+                found[decoded["globalUserId"]] = decoded
+    return found
+
+
+async def meta_item(settings: Settings, campaign: str, sk: str) -> dict[str, Any] | None:
+    async with aws_client(settings, "dynamodb") as dynamo:
+        answer = await dynamo.get_item(
+            TableName=settings.demand_table,
+            Key={"PK": {"S": f"campaign:{campaign}"}, "SK": {"S": sk}},
+        )
+    item = answer.get("Item")
+    return plain(item) if item else None
+
+
+async def check_everything(
+    settings: Settings, survivors: list[WorkerProcess], campaign: str, truth: dict[str, int]
+) -> None:
+    """Counts exact from every survivor, changelogs recount the same, DynamoDB = state."""
+    for worker in survivors:
+        counts, _ = await wait_for_counts(worker, campaign, truth, timeout=600)
+        assert {k: counts[k] for k in truth} == truth
+    await eventually(
+        lambda: asyncio.to_thread(run_cli, settings, "reconcile", "--campaign", campaign),
+        lambda done: done.returncode == 0 and orjson.loads(done.stdout)["differences"] == 0,
+        timeout=120,
+        interval=3,
+    )
+    meta = await eventually(
+        lambda: meta_item(settings, campaign, "meta:counts"),
+        lambda m: m is not None and all(m[k] == truth[k] for k in truth),
+        timeout=300,
+        interval=2,
+    )
+    assert meta is not None
+    fans = truth["verified"] + truth["rejected"]
+    items = await eventually(
+        lambda: campaign_items(settings, campaign),
+        lambda found: len(found) == fans,
+        timeout=300,
+        interval=3,
+    )
+    # Every survivor answers any fan (proxied to the owner); the mirror, eventually
+    # consistent, catches up with the state of each sampled fan.
+    sample = random.Random(1).sample(sorted(items), min(SAMPLED_FANS, len(items)))
+    states = {}
+    for gid in sample:
+        worker = random.choice(survivors)
+        status, state = await worker.get_json(f"/campaigns/{campaign}/fans/{gid}")
+        assert status == 200, state
+        states[gid] = (state["version"], state["isVerified"])
+
+    def lagging(found: dict[str, dict]) -> list[str]:
+        return [
+            gid
+            for gid in sample
+            if (found[gid]["version"], found[gid]["isVerified"]) != states[gid]
+        ]
+
+    await eventually(
+        lambda: campaign_items(settings, campaign), lambda found: not lagging(found), 300, 3
+    )
