@@ -14,6 +14,9 @@ from tests.support.waiting import eventually
 from vfstream.aws import aws_client
 from vfstream.devstack.scenario import wait_for_counts
 from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.domain.ledger import CampaignTotals
+from vfstream.kafka_read import latest_values
+from vfstream.reconcile import durable_partials, recount_partials
 from vfstream.settings import Settings
 
 _plain = TypeDeserializer()
@@ -51,13 +54,26 @@ async def meta_item(settings: Settings, campaign: str, sk: str) -> dict[str, Any
     return plain(item) if item else None
 
 
+async def counts_reach(
+    settings: Settings,
+    worker: WorkerProcess,
+    campaign: str,
+    truth: dict[str, int],
+    timeout: float,
+) -> None:
+    """The worker's counts view shows ``truth``; if not in time, fail with the breakdown."""
+    try:
+        await wait_for_counts(worker, campaign, truth, timeout=timeout)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}\n{await count_breakdown(settings, campaign)}") from None
+
+
 async def check_everything(
     settings: Settings, survivors: list[WorkerProcess], campaign: str, truth: dict[str, int]
 ) -> None:
     """Counts exact from every survivor, changelogs recount the same, DynamoDB = state."""
     for worker in survivors:
-        counts, _ = await wait_for_counts(worker, campaign, truth, timeout=600)
-        assert {k: counts[k] for k in truth} == truth
+        await counts_reach(settings, worker, campaign, truth, timeout=600)
     await eventually(
         lambda: asyncio.to_thread(run_cli, settings, "reconcile", "--campaign", campaign),
         lambda done: done.returncode == 0 and orjson.loads(done.stdout)["differences"] == 0,
@@ -98,3 +114,27 @@ async def check_everything(
     await eventually(
         lambda: campaign_items(settings, campaign), lambda found: not lagging(found), 300, 3
     )
+
+
+async def count_breakdown(settings: Settings, campaign: str) -> str:
+    """Per source partition: the fan states' recount, the partial the verification agent
+    last flushed, and the partial the counts table holds. Where a count drifted, this says
+    which side and which partition."""
+    fans = await latest_values(settings, f"{settings.app_id}-fan-state-changelog")
+    totals_log = await latest_values(settings, f"{settings.app_id}-campaign-counts-changelog")
+    recounted = recount_partials(fans).get(campaign, {})
+    durable = durable_partials(fans)
+    raw_totals = totals_log.get(campaign.encode())
+    totals = CampaignTotals.from_bytes(raw_totals[1]) if raw_totals else None
+    lines = [f"{campaign}: partition recount | flushed partial | counts table partial"]
+    partitions = set(recounted) | {p for c, p in durable if c == campaign}
+    partitions |= set(totals.partials) if totals else set()
+    for partition in sorted(partitions):
+        flushed = durable.get((campaign, partition))
+        held = totals.partials.get(partition) if totals else None
+        lines.append(
+            f"  {partition}: {recounted.get(partition)} | "
+            f"{flushed.counts if flushed else None} @{flushed.watermark if flushed else None} | "
+            f"{held.counts if held else None} @{held.watermark if held else None}"
+        )
+    return "\n".join(lines)
