@@ -13,7 +13,7 @@ from bench.agent_bench import agent_benchmark
 from bench.common import bench_stack, isolated, machine, stop_stack
 from bench.e2e_bench import e2e_benchmark
 from bench.ingest_bench import ingest_benchmark
-from bench.latency_bench import latency_benchmark
+from bench.latency_bench import RATES, latency_benchmark
 from bench.mirror_bench import mirror_benchmark
 
 TARGETS = {
@@ -46,8 +46,9 @@ def main(argv: list[str]) -> int:
                     place = work / f"e2e{workers}"
                     results.update(e2e_benchmark(isolated(settings, place), place, workers))
             if "latency" in wanted:
-                place = work / "latency"
-                results.update(latency_benchmark(isolated(settings, place), place))
+                for rate in RATES:
+                    place = work / f"latency-{rate}"
+                    results.update(latency_benchmark(isolated(settings, place), place, rate))
         finally:
             stop_stack(settings)
     for name, value in results.items():

@@ -65,6 +65,11 @@ def run_id_of(record: ScoreRecord) -> str | None:
     return source.run or f"s3://{source.bucket}/{source.key}@{source.etag}"
 
 
+# Labelled children made once: ``labels()`` per record took about 4% of the agent's time.
+VERIFY_RECORDS_IN = RECORDS_IN.labels("verify")
+STATUS_COUNTERS = {status: WRITE_STATUSES.labels(status.value) for status in WriteStatus}
+
+
 @dataclass
 class _PartitionBook:
     partials: dict[str, PartialCounts] = field(default_factory=dict)
@@ -172,7 +177,7 @@ class VerificationLedger:
         partition, offset = message.partition, message.offset
         book = self._books[partition]
         self.records_in += 1
-        RECORDS_IN.labels("verify").inc()
+        VERIFY_RECORDS_IN.inc()
         try:
             record = ScoreRecord.from_json(event.value)
         except (ValidationError, ValueError) as exc:
@@ -193,7 +198,7 @@ class VerificationLedger:
         else:
             status = self._apply(partition, offset, book, event.key, record)
         self.statuses[status.value] += 1
-        WRITE_STATUSES.labels(status.value).inc()
+        STATUS_COUNTERS[status].inc()
         book.unacked.append(event)
         now = time.monotonic()
         if len(book.unacked) >= FLUSH_EVERY_EVENTS or now - book.last_flush >= FLUSH_EVERY_SECONDS:
