@@ -34,6 +34,12 @@ async def _routed(
     local: Callable[[], Awaitable[Response]],
 ) -> Response:
     try:
+        # Faust's router hashes the key with the producer's cluster metadata, which can lack
+        # the table's topic (seen on a fresh worker: "'NoneType' object is not iterable");
+        # asking for its partitions loads it, and costs nothing once it is there.
+        await stream.app.producer._ensure_producer().partitions_for(
+            table.changelog_topic.get_topic_name()
+        )
         return await stream.app.router.route_req(table.name, key, view.web, request)
     except SameNode:
         return await local()
