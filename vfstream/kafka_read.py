@@ -17,14 +17,19 @@ log = logging.getLogger(__name__)
 OPEN_TRANSACTION_GRACE_SECONDS = 10.0
 
 
+def _reader(settings: Settings, isolation_level: str) -> AIOKafkaConsumer:
+    """A group-less consumer that only reads (partitions are assigned, nothing committed)."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        isolation_level=isolation_level,
+        enable_auto_commit=False,
+    )
+
+
 async def _high_watermarks(
     settings: Settings, partitions: list[TopicPartition]
 ) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_uncommitted",
-        enable_auto_commit=False,
-    )
+    consumer = _reader(settings, "read_uncommitted")
     await consumer.start()
     try:
         return await consumer.end_offsets(partitions)
@@ -51,11 +56,7 @@ async def read_committed(
         raise LookupError(f"topic {topic} does not exist")
     partitions = [TopicPartition(topic, p) for p in range(count)]
     ends = await _high_watermarks(settings, partitions)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
+    consumer = _reader(settings, "read_committed")
     await consumer.start()
     try:
         consumer.assign(partitions)
