@@ -16,6 +16,8 @@ from typing import Any
 import faust
 import orjson
 from faust.types import TP
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 from prometheus_client import CollectorRegistry
 
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
@@ -29,7 +31,7 @@ from vfstream.sinks.entry_forwarder import EntryForwarder
 from vfstream.sinks.score_stream import ScoreStreamForwarder
 from vfstream.sinks.slack import SlackNotifier
 from vfstream.topics import partition_of
-from vfstream.transport import broker_url
+from vfstream.transport import broker_url, resume_from_recorded_positions
 from vfstream.verification import VerificationLedger
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,29 @@ FLUSH_IDLE_SECONDS = 0.2
 EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
 
 
+class QueueKeepingFlowControl(FlowControlEvent):
+    """Faust's flow control, except that resuming a flow that is already on keeps the queues.
+
+    Table recovery turns the flow on to read changelogs, and again once the recovered stream
+    partitions are resumed and sought, clearing every agent's queue each time. Events the
+    fetcher delivered in between had already moved Faust's read offsets past them, so a
+    cleared one was never fetched again: records lost with no crash at all (the fault
+    tests' "a few fans short after a rebalance"). Queues are still cleared when a suspended
+    flow resumes, and events of an older consumer generation are skipped by the stream.
+    """
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
+
+
+class StreamApp(faust.App):
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return QueueKeepingFlowControl(loop=self.loop)
+
+
 @dataclass(frozen=True)
 class SnapshotEffect:
     moved: CountDelta
@@ -69,7 +94,7 @@ class VfStream:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         partitions = settings.topic_partitions
-        self.app = faust.App(
+        self.app = StreamApp(
             settings.app_id,
             broker=broker_url(settings.kafka_bootstrap),
             store="rocksdb://",
@@ -119,7 +144,13 @@ class VfStream:
             timedelta(seconds=settings.window_seconds),
             expires=timedelta(seconds=settings.window_expires_seconds),
         )
-        self.ledger = VerificationLedger(self.fan_states, self._emit_snapshots, self._dead_letter)
+        self.ledger = VerificationLedger(
+            self.fan_states,
+            self._emit_snapshots,
+            self._dead_letter,
+            current_generation=lambda: app.consumer_generation_id,
+        )
+        resume_from_recorded_positions(app, self._recorded_position)
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
         self.report_books = raw_table(
             app.Table("slack-reports", partitions=partitions, schema=raw_schema())
@@ -138,6 +169,11 @@ class VfStream:
     async def _emit_snapshots(self, snapshots: list[tuple[str, bytes]]) -> None:
         for campaign, body in snapshots:
             await self.partials_topic.send(key=campaign.encode(), value=body)
+
+    def _recorded_position(self, tp: TP) -> int | None:
+        if tp.topic != self.score_topic.get_topic_name():
+            return None
+        return self.ledger.recorded_position(tp.partition)
 
     async def _dead_letter(self, key: bytes, value: bytes) -> None:
         await self.dead_topic.send(key=key, value=value)
@@ -201,13 +237,12 @@ class VfStream:
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
-            ledger.forget(
+            # Books of partitions kept through the rebalance go when the new generation's
+            # events arrive (VerificationLedger._book_for), not here: this signal may come
+            # after the agent has already applied some of them.
+            await ledger.release(
                 {tp.partition for tp in revoked if tp.topic == self.score_topic.get_topic_name()}
             )
-
-        @app.on_partitions_assigned.connect
-        async def on_assigned(app: Any, assigned: set[TP], **kwargs: Any) -> None:
-            ledger.forget()
 
         from faust.sensors.prometheus import setup_prometheus_sensors
 

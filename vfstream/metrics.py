@@ -12,6 +12,9 @@ DEAD_LETTERS = Counter(
 )
 FLUSHES = Counter("vfstream_partition_flushes_total", "Partial-count flushes of source partitions")
 SNAPSHOTS = Counter("vfstream_snapshots_total", "Partial snapshots announced to the tally agent")
+STALE_EVENTS = Counter(
+    "vfstream_stale_events_total", "Events fetched before the latest rebalance, ignored"
+)
 INGESTED_FILES = Counter("vfstream_ingested_files_total", "Scoring files by outcome", ["status"])
 CONSUMER_LAG = Gauge(
     "vfstream_consumer_lag",

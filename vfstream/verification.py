@@ -4,6 +4,11 @@ The agent hands every event here. Partials are flushed into the same table as th
 states (one changelog partition, written in order), and the events of a partition are
 acked only after the flush that covers them, so an offset is never committed ahead of the
 counts it changed. See ``vfstream.domain.ledger`` for why this is exact.
+
+Each flush also records the partition's position (the offset after the last event it
+covers), and the worker resumes a partition at the earlier of that and Kafka's committed
+offset (``vfstream.transport``): Faust's own offset bookkeeping can commit past records it
+fetched and dropped at a rebalance.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +41,7 @@ from vfstream.metrics import (
     RECORDS_IN,
     RECORDS_OUT,
     SNAPSHOTS,
+    STALE_EVENTS,
     WRITE_STATUSES,
 )
 from vfstream.tables import durable_set
@@ -44,6 +50,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_EVERY_EVENTS = 1_000
 FLUSH_EVERY_SECONDS = 0.25
+RELEASE_WAIT_SECONDS = 20.0
 
 
 def partial_key(partition: int, campaign_id: str) -> bytes:
@@ -56,6 +63,10 @@ def run_key(partition: int, run_id: str) -> bytes:
 
 def index_key(partition: int) -> bytes:
     return f"#index:{partition}".encode()
+
+
+def position_key(partition: int) -> bytes:
+    return f"#position:{partition}".encode()
 
 
 def run_id_of(record: ScoreRecord) -> str | None:
@@ -72,6 +83,9 @@ STATUS_COUNTERS = {status: WRITE_STATUSES.labels(status.value) for status in Wri
 
 @dataclass
 class _PartitionBook:
+    generation: int | None = None  # the consumer generation its events were fetched in
+    next_offset: int | None = None  # after the last event handled
+    recorded: int | None = None  # the position the last flush wrote
     partials: dict[str, PartialCounts] = field(default_factory=dict)
     flushed: dict[str, int] = field(default_factory=dict)
     runs: dict[str, RunProgress] = field(default_factory=dict)
@@ -92,11 +106,15 @@ class VerificationLedger:
         table: Any,
         emit: Callable[[list[Snapshot]], Awaitable[None]],
         dead_letter: Callable[[bytes, bytes], Awaitable[None]],
+        current_generation: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.table = table
         self._emit = emit
         self._dead_letter = dead_letter
-        self._books: dict[int, _PartitionBook] = defaultdict(_PartitionBook)
+        self._current_generation = current_generation
+        self._books: dict[int, _PartitionBook] = {}
+        self._generation: int | None = None
+        self.stale_events = 0
         self.statuses: Counter[str] = Counter()
         self.records_in = 0
         self._lock = asyncio.Lock()
@@ -110,6 +128,46 @@ class VerificationLedger:
         else:
             for partition in partitions:
                 self._books.pop(partition, None)
+
+    async def release(self, partitions: set[int]) -> None:
+        """Forget the books of revoked partitions once a flush in progress has finished.
+
+        Faust does not wait for it (``stream_wait_empty`` is off); without the lock a flush
+        could write a partition's changelog after the partition moved, between the new
+        owner's writes, and leave an older partial as the latest value.
+        """
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout=RELEASE_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("a flush still running after %ss; forgetting anyway", RELEASE_WAIT_SECONDS)
+            self.forget(partitions)
+            return
+        try:
+            self.forget(partitions)
+        finally:
+            self._lock.release()
+
+    def _book_for(self, partition: int, generation: int | None) -> _PartitionBook | None:
+        """The partition's book for an event fetched in ``generation``; None when stale.
+
+        A rebalance restarts every assigned partition at its resume offset, which is at or
+        before the first event a book has not flushed; so a book of an older generation is
+        dropped unflushed and unacked, as its events come again. An event fetched before the
+        rebalance that reaches the agent after it is stale: it belongs to no book.
+        """
+        if generation is not None:
+            if self._generation is not None and generation < self._generation:
+                return None
+            self._generation = generation
+        book = self._books.get(partition)
+        if book is None or book.generation != generation:
+            book = self._books[partition] = _PartitionBook(generation=generation)
+        return book
+
+    def recorded_position(self, partition: int) -> int | None:
+        """The offset after the last event a flush of ``partition`` covered, if any."""
+        raw = self.table.get(position_key(partition))
+        return int(raw) if raw else None
 
     # --- table helpers (must run inside an event of the partition) -----------------------
     def _write(self, partition: int, key: bytes, value: bytes) -> Any:
@@ -145,7 +203,8 @@ class VerificationLedger:
         return run
 
     # --- the work ----------------------------------------------------------------------
-    async def handle(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> WriteStatus:
+    async def handle(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> WriteStatus | None:
+        """Apply one event; None when it is stale (fetched before the latest rebalance)."""
         self._ack = ack
         async with self._lock:
             return await self._handle(event, ack)
@@ -161,21 +220,34 @@ class VerificationLedger:
             return 0
         async with self._lock:
             now = time.monotonic()
+            current = self._current_generation()
             for partition, book in list(self._books.items()):
+                # A book of an older generation: its events come again (see _book_for).
+                if (
+                    book.generation is not None
+                    and current is not None
+                    and book.generation < current
+                ):
+                    del self._books[partition]
+                    continue
                 if not book.unacked or now - book.last_flush < FLUSH_EVERY_SECONDS:
                     continue
                 token = _current_event.set(weakref.ref(book.unacked[-1]))
                 try:
-                    await self.flush(partition, self._ack)
+                    await self._flush_book(partition, book, self._ack)
                 finally:
                     _current_event.reset(token)
                 flushed += 1
         return flushed
 
-    async def _handle(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> WriteStatus:
+    async def _handle(self, event: Any, ack: Callable[[Any], Awaitable[Any]]) -> WriteStatus | None:
         message = event.message
         partition, offset = message.partition, message.offset
-        book = self._books[partition]
+        book = self._book_for(partition, getattr(message, "generation_id", None))
+        if book is None:
+            self.stale_events += 1
+            STALE_EVENTS.inc()
+            return None
         self.records_in += 1
         VERIFY_RECORDS_IN.inc()
         try:
@@ -200,9 +272,15 @@ class VerificationLedger:
         self.statuses[status.value] += 1
         STATUS_COUNTERS[status].inc()
         book.unacked.append(event)
+        if book.next_offset is None:
+            log.info("partition %s: generation %s starts at %s", partition, book.generation, offset)
+        elif offset != book.next_offset:
+            # A transaction marker or aborted records leave a gap; anything else is a bug.
+            log.info("partition %s: offset %s follows %s", partition, offset, book.next_offset - 1)
+        book.next_offset = max(book.next_offset or 0, offset + 1)
         now = time.monotonic()
         if len(book.unacked) >= FLUSH_EVERY_EVENTS or now - book.last_flush >= FLUSH_EVERY_SECONDS:
-            await self.flush(partition, ack)
+            await self._flush_book(partition, book, ack)
         return status
 
     def _apply(
@@ -246,7 +324,13 @@ class VerificationLedger:
         return outcome.status
 
     async def flush(self, partition: int, ack: Callable[[Any], Awaitable[Any]]) -> None:
-        book = self._books[partition]
+        book = self._books.get(partition)
+        if book is not None:
+            await self._flush_book(partition, book, ack)
+
+    async def _flush_book(
+        self, partition: int, book: _PartitionBook, ack: Callable[[Any], Awaitable[Any]]
+    ) -> None:
         snapshots: list[Snapshot] = []
         # Order matters: fan states, then the partials that cover them (see ledger.py).
         sent: list[Any] = []
@@ -277,6 +361,11 @@ class VerificationLedger:
                 sent.append(self._write(partition, index_key(partition), orjson.dumps(index)))
             book.dirty_partials.clear()
             book.dirty_runs.clear()
+        if book.next_offset is not None and book.next_offset != book.recorded:
+            # Last: the changelog holds everything before it once it holds this.
+            position = str(book.next_offset).encode()
+            sent.append(self._write(partition, position_key(partition), position))
+            book.recorded = book.next_offset
         if sent:
             # Faust commits the offsets of acked events without waiting for changelog
             # writes; so ack only once the broker holds every write this flush made.

@@ -172,7 +172,12 @@ def register_views(stream: VfStream) -> None:
         async def get(self, request: Request) -> Response:
             ledger = stream.ledger
             return _json(
-                self, {"recordsIn": ledger.records_in, "writeStatuses": dict(ledger.statuses)}
+                self,
+                {
+                    "recordsIn": ledger.records_in,
+                    "writeStatuses": dict(ledger.statuses),
+                    "staleEvents": ledger.stale_events,
+                },
             )
 
 

@@ -1,11 +1,11 @@
-"""What the worker's consumer does when Faust seeks back to committed offsets, on the real
-broker (README, "Replay and a Faust/aiokafka seek gap").
+"""Where the worker's consumer resumes partitions, on the real broker.
 
 Faust drops records it fetched while its flow was stopped and relies on seeking back to the
 committed offsets afterwards. aiokafka's ``seek_to_committed`` skips a partition committed
-at 0 or not at all, so right after ``replay --to earliest`` dropped records are not read
-again. This pins that behaviour down: if aiokafka changes it, this test fails and the
-README's caveat can go.
+at 0 or not at all, so right after ``replay --to earliest`` dropped records were not read
+again; the first test pins that down (if aiokafka changes it, it fails). The worker's
+transport seeks every stream partition itself, to the earlier of the committed offset and
+the position the state recorded (``vfstream.transport``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from vfstream.settings import Settings
+from vfstream.transport import seek_to_resume_offsets
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +71,41 @@ async def test_seek_to_committed_leaves_partitions_committed_at_zero_or_never(
 
     assert committed == {at_zero: 0, never: None, at_four: 4}
     assert [await consumer.position(tp) for tp in (at_zero, never, at_four)] == [10, 10, 4]
+
+
+async def test_resume_seeks_committed_at_zero_or_never_and_not_past_the_recorded_position(
+    isolated: Settings, consumer: AIOKafkaConsumer
+) -> None:
+    topic = isolated.score_records_topic
+    at_zero, never = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    ahead, behind = TopicPartition(topic, 2), TopicPartition(topic, 3)
+    tps = (at_zero, never, ahead, behind)
+    for tp in tps:
+        await produce(isolated, topic, tp.partition, 10)
+    consumer.assign(list(tps))
+    # ``ahead``: committed past the records the state holds (recorded 3); ``behind``: a
+    # replay moved the committed offset back before the recorded position.
+    await consumer.commit({at_zero: 0, ahead: 8, behind: 2})
+    await read_all(consumer, *tps, count=10)
+
+    resumed = await seek_to_resume_offsets(consumer, {ahead: 3, behind: 6}, lambda tp: False)
+
+    assert resumed == {at_zero: 0, never: None, ahead: 3, behind: 2}
+    assert [await consumer.position(tp) for tp in tps] == [0, 0, 3, 2]
+    records = await consumer.getmany(ahead, timeout_ms=5000)
+    assert records[ahead][0].offset == 3
+
+
+async def test_changelog_partitions_are_left_to_table_recovery(
+    isolated: Settings, consumer: AIOKafkaConsumer
+) -> None:
+    topic = isolated.score_records_topic
+    changelog = TopicPartition(topic, 4)
+    await produce(isolated, topic, changelog.partition, 5)
+    consumer.assign([changelog])
+    await read_all(consumer, changelog, count=5)
+
+    resumed = await seek_to_resume_offsets(consumer, {changelog: 1}, lambda tp: tp == changelog)
+
+    assert resumed == {changelog: None}
+    assert await consumer.position(changelog) == 5

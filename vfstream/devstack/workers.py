@@ -46,7 +46,7 @@ class WorkerProcess:
         env = {**os.environ, **self.settings.to_env()}
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vfstream.cli.main", "worker", "--loglevel", "warn"],
+                [sys.executable, "-m", "vfstream.cli.main", "worker", "--loglevel", "info"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
