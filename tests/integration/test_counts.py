@@ -22,7 +22,7 @@ from vfstream.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-KILL_TEST_FANS = int(os.environ.get("VFSTREAM_KILL_TEST_FANS", "90000"))  # ~200k rows
+KILL_TEST_FANS = int(os.environ.get("VFSTREAM_KILL_TEST_FANS", "60000"))  # ~133k rows
 
 
 async def ingest_run(settings: Settings, run: ScoringRun, work: Path, *, force: bool = False):
