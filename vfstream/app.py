@@ -30,6 +30,7 @@ from vfstream.sinks.dynamo_mirror import DynamoMirror
 from vfstream.sinks.entry_forwarder import EntryForwarder
 from vfstream.sinks.score_stream import ScoreStreamForwarder
 from vfstream.sinks.slack import SlackNotifier
+from vfstream.sources.partition_reader import CommittedRangeReader
 from vfstream.topics import partition_of
 from vfstream.transport import broker_url, resume_from_recorded_positions
 from vfstream.verification import VerificationLedger
@@ -56,6 +57,7 @@ REANNOUNCE_SECONDS = 5.0
 OVERDUE_CHECK_SECONDS = 10.0
 LAG_SECONDS = 5.0
 FLUSH_IDLE_SECONDS = 0.2
+TAIL_CHECK_SECONDS = 1.0
 EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
 
 
@@ -144,11 +146,13 @@ class VfStream:
             timedelta(seconds=settings.window_seconds),
             expires=timedelta(seconds=settings.window_expires_seconds),
         )
+        self.score_reader = CommittedRangeReader(settings, settings.score_records_topic)
         self.ledger = VerificationLedger(
             self.fan_states,
             self._emit_snapshots,
             self._dead_letter,
             current_generation=lambda: app.consumer_generation_id,
+            source=self.score_reader,
         )
         resume_from_recorded_positions(app, self._recorded_position)
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
@@ -228,6 +232,17 @@ class VfStream:
             if not app.rebalancing:
                 await ledger.flush_idle()
 
+        @app.timer(TAIL_CHECK_SECONDS)
+        async def fill_tails() -> None:
+            if not app.rebalancing:
+                consumed = await self.consumed_positions(self.score_topic.get_topic_name())
+                if consumed and not app.rebalancing:
+                    await ledger.fill_tails(consumed)
+
+        @app.on_before_shutdown.connect
+        async def stop_score_reader(app: Any, **kwargs: Any) -> None:
+            await self.score_reader.stop()
+
         @app.timer(REANNOUNCE_SECONDS)
         async def reannounce() -> None:
             # Idempotent re-announcement heals a snapshot lost between flush and send.
@@ -286,6 +301,19 @@ class VfStream:
             async def forward_score_records() -> None:
                 forwarder = ScoreStreamForwarder(self.settings)
                 await self._keep_running("Kinesis forwarder", forwarder.run)
+
+    async def consumed_positions(self, topic: str) -> dict[int, int | None]:
+        """Where the stream's consumer stands in each owned partition of ``topic``."""
+        consumer = self.app.consumer
+        positions: dict[int, int | None] = {}
+        try:
+            for tp in consumer.assignment():
+                if tp.topic == topic:
+                    positions[tp.partition] = await consumer.position(tp)
+        except Exception:  # mid-rebalance: the next tick asks again
+            log.debug("positions unavailable", exc_info=True)
+            return {}
+        return positions
 
     async def measure_lag(self) -> None:
         consumer = self.app.consumer

@@ -15,6 +15,10 @@ SNAPSHOTS = Counter("vfstream_snapshots_total", "Partial snapshots announced to 
 STALE_EVENTS = Counter(
     "vfstream_stale_events_total", "Events fetched before the latest rebalance, ignored"
 )
+FILLED_RECORDS = Counter(
+    "vfstream_filled_records_total",
+    "Score records the stream skipped, read directly and applied in order",
+)
 INGESTED_FILES = Counter("vfstream_ingested_files_total", "Scoring files by outcome", ["status"])
 CONSUMER_LAG = Gauge(
     "vfstream_consumer_lag",

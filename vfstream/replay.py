@@ -18,12 +18,20 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from vfstream.domain.records import parse_iso_datetime
 from vfstream.settings import Settings, get_settings
 from vfstream.topics import changelog_topic, ensure_topics, partition_count
 
+COORDINATOR_WAIT_SECONDS = 30.0
 CHANGELOG_TABLES = ("fan-state", "campaign-counts", "campaign-count-windows")
 
 
@@ -60,7 +68,16 @@ async def group_members(settings: Settings) -> tuple[str, int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        described = await admin.describe_consumer_groups([settings.app_id])
+        # A broker that never had a consumer group creates its offsets topic on the first
+        # lookup and answers "coordinator not available" until that is done.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(GroupCoordinatorNotAvailableError),
+            wait=wait_exponential_jitter(initial=0.2, max=2.0),
+            stop=stop_after_delay(COORDINATOR_WAIT_SECONDS),
+            reraise=True,
+        ):
+            with attempt:
+                described = await admin.describe_consumer_groups([settings.app_id])
     finally:
         await admin.close()
     for response in described:

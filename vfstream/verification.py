@@ -9,6 +9,13 @@ Each flush also records the partition's position (the offset after the last even
 covers), and the worker resumes a partition at the earlier of that and Kafka's committed
 offset (``vfstream.transport``): Faust's own offset bookkeeping can commit past records it
 fetched and dropped at a rebalance.
+
+Delivery is not trusted beyond that: records are applied in offset order with no holes.
+When the stream skips ahead of the offset the ledger expects next (its last event's, or the
+recorded position at a generation's start), the skipped range is read directly
+(``PartitionSource``) and applied first; a partition whose stream went quiet short of the
+position its consumer reached has that tail read the same way. A hole that holds only
+transaction markers or aborted records reads as empty.
 """
 
 from __future__ import annotations
@@ -18,10 +25,10 @@ import logging
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from faust.streams import _current_event
@@ -37,6 +44,7 @@ from vfstream.domain.records import ScoreRecord
 from vfstream.domain.state import WriteStatus
 from vfstream.metrics import (
     DEAD_LETTERS,
+    FILLED_RECORDS,
     FLUSHES,
     RECORDS_IN,
     RECORDS_OUT,
@@ -51,6 +59,8 @@ log = logging.getLogger(__name__)
 FLUSH_EVERY_EVENTS = 1_000
 FLUSH_EVERY_SECONDS = 0.25
 RELEASE_WAIT_SECONDS = 20.0
+# A partition with no event for this long is checked against its consumer's position.
+TAIL_CHECK_IDLE_SECONDS = 5.0
 
 
 def partial_key(partition: int, campaign_id: str) -> bytes:
@@ -95,9 +105,38 @@ class _PartitionBook:
     index: dict[str, list[str]] | None = None
     unacked: list[Any] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
+    last_event: float = field(default_factory=time.monotonic)
 
 
 Snapshot = tuple[str, bytes]  # (campaignId, JSON)
+
+
+class SourceRecord(Protocol):
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class PartitionSource(Protocol):
+    """The score-record topic read directly (``vfstream.sources.partition_reader``)."""
+
+    async def read(self, partition: int, start: int, end: int) -> list[SourceRecord]: ...
+
+
+@dataclass
+class _PartitionContext:
+    """Stands in for an event of ``partition``: the table picks its store by the event."""
+
+    message: Any
+
+
+def _context_of(partition: int) -> _PartitionContext:
+    return _PartitionContext(message=_Position(partition))
+
+
+@dataclass
+class _Position:
+    partition: int
 
 
 class VerificationLedger:
@@ -107,11 +146,14 @@ class VerificationLedger:
         emit: Callable[[list[Snapshot]], Awaitable[None]],
         dead_letter: Callable[[bytes, bytes], Awaitable[None]],
         current_generation: Callable[[], int | None] = lambda: None,
+        source: PartitionSource | None = None,
     ) -> None:
         self.table = table
         self._emit = emit
         self._dead_letter = dead_letter
         self._current_generation = current_generation
+        self._source = source
+        self.filled_records = 0
         self._books: dict[int, _PartitionBook] = {}
         self._generation: int | None = None
         self.stale_events = 0
@@ -250,17 +292,68 @@ class VerificationLedger:
             return None
         self.records_in += 1
         VERIFY_RECORDS_IN.inc()
+        if book.next_offset is None:
+            log.info("partition %s: generation %s starts at %s", partition, book.generation, offset)
+        await self._fill_up_to(partition, book, offset)
+        status = await self._apply_raw(partition, offset, book, event.key, event.value)
+        book.unacked.append(event)
+        book.next_offset = max(book.next_offset or 0, offset + 1)
+        now = book.last_event = time.monotonic()
+        if len(book.unacked) >= FLUSH_EVERY_EVENTS or now - book.last_flush >= FLUSH_EVERY_SECONDS:
+            await self._flush_book(partition, book, ack)
+        return status
+
+    def _expected_offset(self, partition: int, book: _PartitionBook) -> int:
+        """The offset the partition's next record must have: after the book's last event,
+        or the position the last flush recorded when the book has none yet (the start of
+        the partition when nothing was ever recorded)."""
+        if book.next_offset is not None:
+            return book.next_offset
+        return self.recorded_position(partition) or 0
+
+    async def _fill_up_to(self, partition: int, book: _PartitionBook, end: int) -> None:
+        """Apply, in order, the records before ``end`` the stream skipped."""
+        expected = self._expected_offset(partition, book)
+        if self._source is None or end <= expected:
+            return
+        found = await self._source.read(partition, expected, end)
+        for item in found:
+            await self._apply_raw(partition, item.offset, book, item.key, item.value)
+            book.next_offset = max(book.next_offset or 0, item.offset + 1)
+        if found:
+            self.filled_records += len(found)
+            FILLED_RECORDS.inc(len(found))
+            log.warning(
+                "partition %s: the stream skipped %s record(s) between offsets %s and %s; "
+                "applied them from a direct read",
+                partition,
+                len(found),
+                expected,
+                end - 1,
+            )
+        else:
+            # Transaction markers or aborted records: nothing to apply.
+            book.next_offset = max(book.next_offset or 0, end)
+
+    async def _apply_raw(
+        self,
+        partition: int,
+        offset: int,
+        book: _PartitionBook,
+        key: bytes | None,
+        value: bytes | None,
+    ) -> WriteStatus:
         try:
-            record = ScoreRecord.from_json(event.value)
+            record = ScoreRecord.from_json(value)
         except (ValidationError, ValueError) as exc:
             await self._dead_letter(
-                event.key or b"",
+                key or b"",
                 orjson.dumps(
                     {
                         "kind": "score-record",
                         "partition": partition,
                         "offset": offset,
-                        "raw": (event.value or b"")[:65536].decode("utf-8", "replace"),
+                        "raw": (value or b"")[:65536].decode("utf-8", "replace"),
                         "reasons": [str(exc)],
                     }
                 ),
@@ -268,20 +361,47 @@ class VerificationLedger:
             status = WriteStatus.INVALID
             DEAD_LETTERS.labels("score-record").inc()
         else:
-            status = self._apply(partition, offset, book, event.key, record)
+            status = self._apply(partition, offset, book, key or b"", record)
         self.statuses[status.value] += 1
         STATUS_COUNTERS[status].inc()
-        book.unacked.append(event)
-        if book.next_offset is None:
-            log.info("partition %s: generation %s starts at %s", partition, book.generation, offset)
-        elif offset != book.next_offset:
-            # A transaction marker or aborted records leave a gap; anything else is a bug.
-            log.info("partition %s: offset %s follows %s", partition, offset, book.next_offset - 1)
-        book.next_offset = max(book.next_offset or 0, offset + 1)
-        now = time.monotonic()
-        if len(book.unacked) >= FLUSH_EVERY_EVENTS or now - book.last_flush >= FLUSH_EVERY_SECONDS:
-            await self._flush_book(partition, book, ack)
         return status
+
+    async def fill_tails(self, consumed: Mapping[int, int | None]) -> int:
+        """Apply what the stream consumed but never handed over, for quiet partitions.
+
+        ``consumed`` maps each owned partition to its consumer's position (the offset after
+        the last record the stream took from the broker). A record dropped by the stream is
+        otherwise noticed when a later one arrives; a partition's last records have none.
+        Returns how many records were applied.
+        """
+        if self._source is None:
+            return 0
+        applied = 0
+        async with self._lock:
+            now = time.monotonic()
+            current = self._current_generation()
+            for partition, position in sorted(consumed.items()):
+                book = self._books.get(partition)
+                if book is None or (current is not None and book.generation != current):
+                    # No event of this generation yet: the recorded position is expected.
+                    book = self._books[partition] = _PartitionBook(generation=current)
+                    book.last_event = now
+                quiet = now - book.last_event >= TAIL_CHECK_IDLE_SECONDS
+                if position is None or book.unacked or not quiet:
+                    continue
+                expected = self._expected_offset(partition, book)
+                if position <= expected:
+                    continue
+                context = _context_of(partition)
+                token = _current_event.set(weakref.ref(context))
+                try:
+                    before = self.filled_records
+                    await self._fill_up_to(partition, book, position)
+                    applied += self.filled_records - before
+                    await self._flush_book(partition, book, _no_ack)
+                finally:
+                    _current_event.reset(token)
+        return applied
 
     def _apply(
         self,
@@ -410,3 +530,8 @@ class VerificationLedger:
                     decoded = orjson.loads(body)
                     out.append((decoded["campaignId"], orjson.dumps({"run": decoded})))
         return out
+
+
+async def _no_ack(event: Any) -> None:
+    """A flush of records read directly: there are no stream events to acknowledge."""
+    return None

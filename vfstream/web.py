@@ -177,6 +177,7 @@ def register_views(stream: VfStream) -> None:
                     "recordsIn": ledger.records_in,
                     "writeStatuses": dict(ledger.statuses),
                     "staleEvents": ledger.stale_events,
+                    "filledRecords": ledger.filled_records,
                 },
             )
 

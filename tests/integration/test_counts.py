@@ -208,6 +208,30 @@ async def test_replay_to_earliest_keeps_counts_and_rebuild_gives_the_same(
         worker.stop()
 
 
+async def test_records_committed_past_before_they_were_applied_are_read_and_counted(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    run = generate_run(GeneratorConfig(campaign_id="cgap", campaign_name="t", fans=2000, seed=41))
+    truth = expected_counts([run])["cgap"]
+    await ingest_run(isolated, run, tmp_path)
+    # Offsets committed past records no worker ever applied, as Faust's bookkeeping can.
+    moved = cli(isolated, "replay", "--to", "200")
+    assert moved.returncode == 0, moved.stderr
+    assert all(p["to"] == 200 for p in orjson.loads(moved.stdout)["partitions"])
+    worker = WorkerProcess(isolated, "gapped", tmp_path / "logs")
+    worker.start()
+    try:
+        await worker.wait_ready()
+        counts, _ = await wait_for_counts(worker, "cgap", truth, timeout=180)
+        assert {k: counts[k] for k in truth} == truth
+        _, body = await worker.get_json("/statuses")
+        # Offsets 0..199 of each of the 6 partitions, read directly; the rest streamed.
+        assert body["filledRecords"] == 6 * 200
+        assert body["recordsIn"] == run.expected_valid_rows - 6 * 200
+    finally:
+        worker.stop()
+
+
 async def test_replay_refuses_a_bad_target(isolated: Settings) -> None:
     done = cli(isolated, "replay", "--to", "yesterday-ish")
     assert done.returncode == 1 and "--to takes earliest" in done.stderr
