@@ -32,7 +32,7 @@ from vfstream.sinks.score_stream import ScoreStreamForwarder
 from vfstream.sinks.slack import SlackNotifier
 from vfstream.sources.partition_reader import CommittedRangeReader
 from vfstream.topics import partition_of
-from vfstream.transport import broker_url, resume_from_recorded_positions
+from vfstream.transport import PositionLookup, broker_url
 from vfstream.verification import VerificationLedger
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,9 @@ class QueueKeepingFlowControl(FlowControlEvent):
 
 
 class StreamApp(faust.App):
+    # Where the transport resumes score partitions no later than (vfstream.transport).
+    recorded_positions: PositionLookup | None = None
+
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return QueueKeepingFlowControl(loop=self.loop)
@@ -154,7 +157,7 @@ class VfStream:
             current_generation=lambda: app.consumer_generation_id,
             source=self.score_reader,
         )
-        resume_from_recorded_positions(app, self._recorded_position)
+        app.recorded_positions = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
         self.report_books = raw_table(
             app.Table("slack-reports", partitions=partitions, schema=raw_schema())

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.transport.drivers import TRANSPORTS
@@ -34,12 +33,6 @@ log = logging.getLogger(__name__)
 SCHEME = "vfkafka"
 
 PositionLookup = Callable[[TP], int | None]
-_recorded_positions: WeakKeyDictionary[Any, PositionLookup] = WeakKeyDictionary()
-
-
-def resume_from_recorded_positions(app: Any, lookup: PositionLookup) -> None:
-    """Make ``app``'s consumer resume each partition no later than ``lookup(tp)``."""
-    _recorded_positions[app] = lookup
 
 
 class CommittedReadConsumerThread(AIOKafkaConsumerThread):
@@ -66,7 +59,8 @@ class CommittedReadConsumer(Consumer):
 
     async def seek_to_committed(self) -> Mapping[TP, int | None]:
         # The positions are read here, on the app's loop, where the tables live.
-        lookup = _recorded_positions.get(self.app)
+        # vfstream.app.StreamApp.recorded_positions; a plain Faust app has none.
+        lookup: PositionLookup | None = getattr(self.app, "recorded_positions", None)
         recorded: dict[TopicPartition, int] = {}
         if lookup is not None:
             for tp in self.assignment():

@@ -163,13 +163,10 @@ class VerificationLedger:
         self._ack: Callable[[Any], Awaitable[Any]] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
-    def forget(self, partitions: set[int] | None = None) -> None:
-        """Drop in-memory books (on rebalance): the table is the truth, replay fills gaps."""
-        if partitions is None:
-            self._books.clear()
-        else:
-            for partition in partitions:
-                self._books.pop(partition, None)
+    def forget(self, partitions: set[int]) -> None:
+        """Drop the in-memory books of partitions this worker no longer owns."""
+        for partition in partitions:
+            self._books.pop(partition, None)
 
     async def release(self, partitions: set[int]) -> None:
         """Forget the books of revoked partitions once a flush in progress has finished.

@@ -15,7 +15,7 @@ from vfstream.aws import aws_client
 from vfstream.devstack.scenario import wait_for_counts
 from vfstream.devstack.workers import WorkerProcess, run_cli
 from vfstream.domain.ledger import CampaignTotals
-from vfstream.kafka_read import latest_values
+from vfstream.kafka_read import latest_values, read_committed
 from vfstream.reconcile import durable_partials, recount_partials
 from vfstream.settings import Settings
 
@@ -137,4 +137,31 @@ async def count_breakdown(settings: Settings, campaign: str) -> str:
             f"{flushed.counts if flushed else None} @{flushed.watermark if flushed else None} | "
             f"{held.counts if held else None} @{held.watermark if held else None}"
         )
+    lines.extend(await absent_fans(settings, campaign, set(fans)))
     return "\n".join(lines)
+
+
+async def absent_fans(settings: Settings, campaign: str, stored: set[bytes]) -> list[str]:
+    """Where the records of fans with no state at all sit in the score topic: a range of
+    offsets no worker applied points at the rebalance or flush that skipped it."""
+    prefix = f"{campaign}:".encode()
+    offsets: dict[int, list[int]] = {}
+    for message in await read_committed(settings, settings.score_records_topic):
+        if message.key and message.key.startswith(prefix) and message.key not in stored:
+            offsets.setdefault(message.partition, []).append(message.offset)
+    return [
+        f"  absent fans' records in partition {partition}: {len(found)} at offsets "
+        + ", ".join(f"{low}..{high}" for low, high in offset_ranges(sorted(found))[:8])
+        for partition, found in sorted(offsets.items())
+    ]
+
+
+def offset_ranges(offsets: list[int], slack: int = 100) -> list[tuple[int, int]]:
+    """Sorted offsets as ranges; offsets less than ``slack`` apart share one."""
+    ranges: list[tuple[int, int]] = []
+    for offset in offsets:
+        if ranges and offset - ranges[-1][1] < slack:
+            ranges[-1] = (ranges[-1][0], offset)
+        else:
+            ranges.append((offset, offset))
+    return ranges
