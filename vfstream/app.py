@@ -305,28 +305,25 @@ class VfStream:
                 forwarder = ScoreStreamForwarder(self.settings)
                 await self._keep_running("Kinesis forwarder", forwarder.run)
 
-    async def consumed_positions(self, topic: str) -> dict[int, int | None]:
-        """Where the stream's consumer stands in each owned partition of ``topic``."""
+    async def _positions(self) -> dict[TP, int | None]:
+        """Where the stream's consumer stands in each assigned partition."""
         consumer = self.app.consumer
-        positions: dict[int, int | None] = {}
         try:
-            for tp in consumer.assignment():
-                if tp.topic == topic:
-                    positions[tp.partition] = await consumer.position(tp)
+            return {tp: await consumer.position(tp) for tp in consumer.assignment()}
         except Exception:  # mid-rebalance: the next tick asks again
             log.debug("positions unavailable", exc_info=True)
             return {}
-        return positions
+
+    async def consumed_positions(self, topic: str) -> dict[int, int | None]:
+        """Where the stream's consumer stands in each owned partition of ``topic``."""
+        return {
+            tp.partition: at for tp, at in (await self._positions()).items() if tp.topic == topic
+        }
 
     async def measure_lag(self) -> None:
         consumer = self.app.consumer
-        try:
-            assignment = consumer.assignment()
-        except Exception:
-            return
-        for tp in assignment:
+        for tp, position in (await self._positions()).items():
             highwater = consumer.highwater(tp)
-            position = await consumer.position(tp)
             if highwater is not None and position is not None:
                 CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 

@@ -25,7 +25,8 @@ import logging
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -124,19 +125,25 @@ class PartitionSource(Protocol):
 
 
 @dataclass
-class _PartitionContext:
-    """Stands in for an event of ``partition``: the table picks its store by the event."""
+class _StandInEvent:
+    """Stands in for an event of ``partition`` where no stream event is at hand."""
 
-    message: Any
-
-
-def _context_of(partition: int) -> _PartitionContext:
-    return _PartitionContext(message=_Position(partition))
-
-
-@dataclass
-class _Position:
     partition: int
+
+    @property
+    def message(self) -> _StandInEvent:
+        return self
+
+
+@contextmanager
+def _inside(event: Any) -> Iterator[None]:
+    """Run table writes as if inside ``event``: the table picks its store by the current
+    event's partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 class VerificationLedger:
@@ -271,11 +278,8 @@ class VerificationLedger:
                     continue
                 if not book.unacked or now - book.last_flush < FLUSH_EVERY_SECONDS:
                     continue
-                token = _current_event.set(weakref.ref(book.unacked[-1]))
-                try:
+                with _inside(book.unacked[-1]):
                     await self._flush_book(partition, book, self._ack)
-                finally:
-                    _current_event.reset(token)
                 flushed += 1
         return flushed
 
@@ -389,15 +393,12 @@ class VerificationLedger:
                 expected = self._expected_offset(partition, book)
                 if position <= expected:
                     continue
-                context = _context_of(partition)
-                token = _current_event.set(weakref.ref(context))
-                try:
+                stand_in = _StandInEvent(partition)
+                with _inside(stand_in):
                     before = self.filled_records
                     await self._fill_up_to(partition, book, position)
                     applied += self.filled_records - before
                     await self._flush_book(partition, book, _no_ack)
-                finally:
-                    _current_event.reset(token)
         return applied
 
     def _apply(

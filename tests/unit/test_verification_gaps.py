@@ -8,6 +8,7 @@ import asyncio
 import logging
 from typing import Any
 
+import orjson
 import pytest
 
 import vfstream.verification as verification
@@ -154,3 +155,29 @@ def test_a_partition_never_recorded_is_read_from_its_start() -> None:
     asyncio.run(scenario())
     assert source.reads == [(0, 2)]
     assert recount(run.table.data) == {"c1": (3, 0, 0)}
+
+
+def test_a_malformed_record_in_a_skipped_range_is_dead_lettered_and_the_rest_applied() -> None:
+    events = partition_events([0, 1, 2, 3])
+    events[1].value = b'{"campaignId": "c1", "globalUserId": '  # truncated JSON
+    source = FakeSource(events)
+    run = run_with(source)
+    letters: list[dict[str, Any]] = []
+
+    async def dead_letter(key: bytes, value: bytes) -> None:
+        letters.append(orjson.loads(value))
+
+    run.ledger._dead_letter = dead_letter
+
+    async def scenario() -> None:
+        for item in (events[0], events[3]):  # 1 and 2 skipped by the stream
+            await run.ledger.handle(item, run._ack)
+        await run.ledger.flush(PARTITION, run._ack)
+
+    asyncio.run(scenario())
+    assert [(letter["kind"], letter["offset"]) for letter in letters] == [("score-record", 1)]
+    assert letters[0]["raw"].startswith('{"campaignId": "c1"')
+    assert letters[0]["reasons"]
+    assert run.ledger.statuses["invalid"] == 1
+    assert recount(replay_changelog(run.table.changelog)) == {"c1": (3, 0, 0)}
+    assert run.ledger.recorded_position(PARTITION) == 4
