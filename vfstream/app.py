@@ -156,6 +156,7 @@ class VfStream:
             self._dead_letter,
             current_generation=lambda: app.consumer_generation_id,
             source=self.score_reader,
+            limits=settings.limits,
         )
         app.recorded_positions = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from vfstream.domain.keys import is_fan_key
 from vfstream.domain.ledger import CampaignTotals, FanEnvelope, PartialCounts
 from vfstream.domain.state import CountDelta, Counts
 from vfstream.kafka_read import latest_values
@@ -27,7 +28,7 @@ def recount_partials(
     """campaign -> source partition -> counts, from the fan envelopes alone."""
     out: dict[str, dict[int, Counts]] = defaultdict(dict)
     for key, (partition, value) in fan_changelog.items():
-        if key.startswith(b"#"):
+        if not is_fan_key(key):
             continue
         state = FanEnvelope.from_bytes(value).state
         standing = CountDelta(

@@ -12,6 +12,11 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vfstream.domain.limits import DEFAULT_LIMITS, Limits
+
+# A fan state is one changelog message; the broker's default message.max.bytes is 1 MiB.
+MAX_STATE_BYTES = 900 * 1024
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VFSTREAM_", extra="ignore")
@@ -79,6 +84,16 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
 
+    # Limits on hostile or careless input (README "Limits"): past a field, id or events
+    # limit a row or record is dead-lettered; past the state limit the fan keeps its last
+    # good state; past a file limit the whole file fails.
+    limit_field_bytes: int = Field(default=DEFAULT_LIMITS.field_bytes, ge=16)
+    limit_id_bytes: int = Field(default=DEFAULT_LIMITS.id_bytes, ge=8)
+    limit_events_per_fan: int = Field(default=DEFAULT_LIMITS.events_per_fan, ge=1, le=1000)
+    limit_state_bytes: int = Field(default=DEFAULT_LIMITS.state_bytes, ge=1024, le=MAX_STATE_BYTES)
+    limit_file_bytes: int = Field(default=DEFAULT_LIMITS.file_bytes, ge=1)
+    limit_file_rows: int = Field(default=DEFAULT_LIMITS.file_rows, ge=1)
+
     # Kinesis bridge (SPEC 2.3): score records published to a Kinesis stream, copied to Kafka
     bridge_stream: str = "vf-score-feed"
     # Compacted; keyed <stream>/<shardId>, committed in the same transaction as the records.
@@ -89,6 +104,17 @@ class Settings(BaseSettings):
     bridge_batch_records: int = Field(default=1_000, ge=1, le=10_000)
     # How often to look for shards opened by a reshard (a drained shard also triggers a look).
     bridge_shard_refresh_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            field_bytes=self.limit_field_bytes,
+            id_bytes=self.limit_id_bytes,
+            events_per_fan=self.limit_events_per_fan,
+            state_bytes=self.limit_state_bytes,
+            file_bytes=self.limit_file_bytes,
+            file_rows=self.limit_file_rows,
+        )
 
     @property
     def advertised_web_url(self) -> str:

@@ -37,11 +37,13 @@ from pydantic import ValidationError
 
 from vfstream.domain.ledger import (
     FanEnvelope,
+    Outcome,
     PartialCounts,
     RunProgress,
     process_record,
 )
-from vfstream.domain.records import ScoreRecord
+from vfstream.domain.limits import DEFAULT_LIMITS, Limits
+from vfstream.domain.records import MAX_ROW_BYTES, ScoreRecord
 from vfstream.domain.state import WriteStatus
 from vfstream.metrics import (
     DEAD_LETTERS,
@@ -100,7 +102,8 @@ class _PartitionBook:
     partials: dict[str, PartialCounts] = field(default_factory=dict)
     flushed: dict[str, int] = field(default_factory=dict)
     runs: dict[str, RunProgress] = field(default_factory=dict)
-    staged: dict[bytes, FanEnvelope] = field(default_factory=dict)
+    # Envelopes to write at the next flush, with their stored form.
+    staged: dict[bytes, tuple[FanEnvelope, bytes]] = field(default_factory=dict)
     dirty_partials: set[str] = field(default_factory=set)
     dirty_runs: set[str] = field(default_factory=set)
     index: dict[str, list[str]] | None = None
@@ -154,8 +157,10 @@ class VerificationLedger:
         dead_letter: Callable[[bytes, bytes], Awaitable[None]],
         current_generation: Callable[[], int | None] = lambda: None,
         source: PartitionSource | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.table = table
+        self.limits = limits
         self._emit = emit
         self._dead_letter = dead_letter
         self._current_generation = current_generation
@@ -347,25 +352,47 @@ class VerificationLedger:
         try:
             record = ScoreRecord.from_json(value)
         except (ValidationError, ValueError) as exc:
-            await self._dead_letter(
-                key or b"",
-                orjson.dumps(
-                    {
-                        "kind": "score-record",
-                        "partition": partition,
-                        "offset": offset,
-                        "raw": (value or b"")[:65536].decode("utf-8", "replace"),
-                        "reasons": [str(exc)],
-                    }
-                ),
-            )
+            await self._refuse(partition, offset, key, value, [str(exc)], None)
             status = WriteStatus.INVALID
-            DEAD_LETTERS.labels("score-record").inc()
         else:
-            status = self._apply(partition, offset, book, key or b"", record)
+            try:
+                outcome = self._apply(partition, offset, book, key or b"", record)
+            except Exception as exc:
+                # A record the rules cannot take must not stop the partition (or the worker):
+                # it is dead-lettered alone and the fan keeps its last good state.
+                log.exception("partition %s offset %s: applying a record failed", partition, offset)
+                reason = f"applying the record failed: {type(exc).__name__}: {exc}"
+                await self._refuse(partition, offset, key, value, [reason], record.campaignId)
+                status = WriteStatus.FAILED
+            else:
+                status = outcome.status
+                if outcome.reasons:
+                    reasons = list(outcome.reasons)
+                    await self._refuse(partition, offset, key, value, reasons, record.campaignId)
         self.statuses[status.value] += 1
         STATUS_COUNTERS[status].inc()
         return status
+
+    async def _refuse(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reasons: list[str],
+        campaign_id: str | None,
+    ) -> None:
+        letter: dict[str, Any] = {
+            "kind": "score-record",
+            "partition": partition,
+            "offset": offset,
+            "raw": (value or b"")[:MAX_ROW_BYTES].decode("utf-8", "replace"),
+            "reasons": reasons,
+        }
+        if campaign_id is not None:
+            letter["campaignId"] = campaign_id
+        await self._dead_letter(key or b"", orjson.dumps(letter))
+        DEAD_LETTERS.labels("score-record").inc()
 
     async def fill_tails(self, consumed: Mapping[int, int | None]) -> int:
         """Apply what the stream consumed but never handed over, for quiet partitions.
@@ -408,9 +435,11 @@ class VerificationLedger:
         book: _PartitionBook,
         key: bytes,
         record: ScoreRecord,
-    ) -> WriteStatus:
-        stored = book.staged.get(key)
-        if stored is None:
+    ) -> Outcome:
+        staged = book.staged.get(key)
+        if staged is not None:
+            stored: FanEnvelope | None = staged[0]
+        else:
             raw = self.table.get(key)
             stored = FanEnvelope.from_bytes(raw) if raw else None
         campaign = record.campaignId
@@ -425,21 +454,22 @@ class VerificationLedger:
             book.flushed.get(campaign, -1),
             run,
             datetime.now(UTC),
+            self.limits,
         )
-        if outcome.envelope is not None:
+        if outcome.envelope is not None and outcome.encoded is not None:
             # Staged, written at the flush: a fan's several rows cost one changelog write.
-            book.staged[key] = outcome.envelope
+            book.staged[key] = (outcome.envelope, outcome.encoded)
         elif outcome.redelivered and stored is not None:
             # Local RocksDB can hold writes the changelog never acknowledged (kill -9 between
             # the local write and the broker's ack). Rewriting them makes the changelog — what
             # other workers recover from — hold what this event's ack will vouch for.
-            book.staged[key] = stored
+            book.staged[key] = staged or (stored, stored.to_bytes())
             book.dirty_partials.add(campaign)
         if partial.watermark > book.flushed.get(campaign, -1):
             book.dirty_partials.add(campaign)
         if outcome.counted_for_run and run_id:
             book.dirty_runs.add(run_id)
-        return outcome.status
+        return outcome
 
     async def flush(self, partition: int, ack: Callable[[Any], Awaitable[Any]]) -> None:
         book = self._books.get(partition)
@@ -452,8 +482,8 @@ class VerificationLedger:
         snapshots: list[Snapshot] = []
         # Order matters: fan states, then the partials that cover them (see ledger.py).
         sent: list[Any] = []
-        for key, envelope in book.staged.items():
-            sent.append(self._write(partition, key, envelope.to_bytes()))
+        for key, (_, encoded) in book.staged.items():
+            sent.append(self._write(partition, key, encoded))
         book.staged.clear()
         if book.dirty_partials or book.dirty_runs:
             index = self._load_index(partition, book)

@@ -12,6 +12,7 @@ from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from vfstream.domain.keys import fan_key
 from vfstream.domain.ledger import CampaignTotals, FanEnvelope
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.windows import parse_window_bounds
@@ -106,7 +107,7 @@ def register_views(stream: VfStream) -> None:
     @app.page("/campaigns/{campaignId}/fans/{globalUserId}")
     class FanState(View):
         async def get(self, request: Request, campaignId: str, globalUserId: str) -> Response:
-            key = f"{campaignId}:{globalUserId}"
+            key = fan_key(campaignId, globalUserId)
 
             async def local() -> Response:
                 raw = stream.fan_states.get(key.encode())

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from vfstream.domain.limits import DEFAULT_LIMITS, Limits, has_control_characters, over_bytes
 from vfstream.domain.records import (
     CSV_COLUMNS,
     MAX_ROW_BYTES,
@@ -113,7 +114,9 @@ def _type_name(value: Any) -> str:
     return {dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
 
 
-def parse_feed_record(data: bytes, position: FeedPosition) -> ScoreRecord | FeedRejection:
+def parse_feed_record(
+    data: bytes, position: FeedPosition, limits: Limits = DEFAULT_LIMITS
+) -> ScoreRecord | FeedRejection:
     """Validate one Kinesis record into a score record, or a rejection with every reason."""
 
     def reject(reasons: list[str], campaign_id: str | None = None) -> FeedRejection:
@@ -156,6 +159,16 @@ def parse_feed_record(data: bytes, position: FeedPosition) -> ScoreRecord | Feed
         reasons.append(f"{CAMPAIGN_NAME_FIELD}: expected a string, got {_type_name(campaign_name)}")
         campaign_name = None
     campaign_name = (campaign_name or "").strip() or None
+    if campaign_name is not None:
+        size = over_bytes(campaign_name, limits.field_bytes)
+        if size is not None:
+            reasons.append(
+                f"{CAMPAIGN_NAME_FIELD}: {size} bytes, over the limit of {limits.field_bytes}"
+            )
+            campaign_name = None
+        elif has_control_characters(campaign_name):
+            reasons.append(f"{CAMPAIGN_NAME_FIELD}: holds control characters")
+            campaign_name = None
 
     scored_at = as_aware(position.arrivedAt)
     scored_text = document.get(SCORED_AT_FIELD)
@@ -200,7 +213,7 @@ def parse_feed_record(data: bytes, position: FeedPosition) -> ScoreRecord | Feed
         "shardId": position.shardId,
         "sequenceNumber": position.sequenceNumber,
     }
-    result = build_score_record(values, scoring_key, source)
+    result = build_score_record(values, scoring_key, source, limits)
     if isinstance(result, list):
         reasons.extend(result)
     if reasons or isinstance(result, list):

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from vfstream.domain.limits import DEFAULT_LIMITS, Limits
 from vfstream.domain.records import ScoreRecord
 from vfstream.domain.reports import REMEMBERED_RUNS, RunAnnouncement
 from vfstream.domain.state import (
@@ -95,6 +96,8 @@ class Outcome(BaseModel):
     # stored envelope may exist only in the local store (written there just before a crash,
     # never acknowledged by the changelog), so the caller writes it again.
     redelivered: bool = False
+    encoded: bytes | None = None  # ``envelope`` as stored, when there is one
+    reasons: tuple[str, ...] = ()  # why an ``invalid`` record was refused
 
 
 def process_record(
@@ -105,11 +108,16 @@ def process_record(
     flushed_watermark: int,
     run: RunProgress | None,
     now: datetime,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Outcome:
     """Apply one record delivered at ``offset``; mutates ``partial`` and ``run`` in place.
 
     ``flushed_watermark`` is the partial's watermark as last written to the table: a fan's
     pending change may only be forgotten once a flushed partial covers it.
+
+    A record that would take the fan past a limit (its rank past the events limit, its state
+    past the state limit) is ``invalid`` with its reasons and changes nothing: the fan keeps
+    its last good state. It still counts towards its run, which would otherwise never settle.
     """
     counted = False
     if run is not None and offset > run.watermark:
@@ -128,6 +136,10 @@ def process_record(
             counted_for_run=counted,
             redelivered=True,
         )
+    if record.rank >= limits.events_per_fan:
+        return _refused(
+            counted, f"rank {record.rank} is past the limit of {limits.events_per_fan} events"
+        )
     transition = apply_score_record(stored.state if stored else None, record, now)
     if transition.status in (WriteStatus.UNCHANGED, WriteStatus.STALE):
         return Outcome(
@@ -136,13 +148,30 @@ def process_record(
     pending = transition.delta
     if stored is not None and stored.offset > flushed_watermark:
         pending = stored.pending + pending
-    partial.fold(transition.delta, offset)
     envelope = FanEnvelope(state=transition.state, offset=offset, pending=pending)
+    encoded = envelope.to_bytes()
+    if len(encoded) > limits.state_bytes:
+        return _refused(
+            counted,
+            f"the fan state would be {len(encoded)} bytes, over the limit of {limits.state_bytes}",
+        )
+    partial.fold(transition.delta, offset)
     return Outcome(
         status=transition.status,
         envelope=envelope,
         folded=transition.delta,
         counted_for_run=counted,
+        encoded=encoded,
+    )
+
+
+def _refused(counted_for_run: bool, reason: str) -> Outcome:
+    return Outcome(
+        status=WriteStatus.INVALID,
+        envelope=None,
+        folded=CountDelta(),
+        counted_for_run=counted_for_run,
+        reasons=(reason,),
     )
 
 

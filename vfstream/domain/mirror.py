@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from vfstream.domain.keys import is_fan_key
 from vfstream.domain.ledger import CampaignTotals, FanEnvelope
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.state import VerificationState
@@ -89,7 +90,7 @@ def item_for_entry(table: MirroredTable, key: bytes, value: bytes | None) -> Mir
     if value is None:
         return None
     if table is MirroredTable.FAN_STATE:
-        if key.startswith(b"#"):  # the ledger's partial counts, run progress and index
+        if not is_fan_key(key):  # the ledger's partial counts, run progress and index
             return None
         return fan_item(FanEnvelope.from_bytes(value).state)
     if table is MirroredTable.CAMPAIGN_COUNTS:

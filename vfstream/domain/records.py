@@ -16,13 +16,17 @@ from pydantic import (
     field_validator,
 )
 
+from vfstream.domain.keys import fan_key
+from vfstream.domain.limits import DEFAULT_LIMITS, Limits, has_control_characters, over_bytes
+
 SCORING_KEY_PATTERN = re.compile(
     r"^scrubbed/registrants\.(?P<campaign_id>[^./]+)\.(?P<campaign_name>[^/]+?)\."
     r"(?P<date_time>\d{8}T\d{6}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})?"
     r"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:?\d{2})?)"
     r"\.cleaned\.prepared\.merged\.csv(?P<gz>\.gz)?$"
 )
-ID_PATTERN = re.compile(r"^(?P<user>.+?)(?P<rank>\d{3})$")
+# "3 digits" means ASCII 0-9: \d would also take Arabic-Indic or fullwidth digits.
+ID_PATTERN = re.compile(r"^(?P<user>.+?)(?P<rank>[0-9]{3})$")
 REQUIRED_COLUMNS: tuple[str, ...] = (
     "globalUserId",
     "id",
@@ -70,7 +74,7 @@ def as_aware(moment: datetime) -> datetime:
     return moment
 
 
-def parse_scoring_key(key: str) -> ScoringKey:
+def parse_scoring_key(key: str, limits: Limits = DEFAULT_LIMITS) -> ScoringKey:
     match = SCORING_KEY_PATTERN.match(key)
     if match is None:
         raise ScoringFileError(
@@ -78,6 +82,17 @@ def parse_scoring_key(key: str) -> ScoringKey:
             "scrubbed/registrants.<campaignId>.<campaignName>.<dateTime>"
             ".cleaned.prepared.merged.csv[.gz]"
         )
+    for part, text, limit in (
+        ("campaignId", match["campaign_id"], limits.id_bytes),
+        ("campaignName", match["campaign_name"], limits.field_bytes),
+    ):
+        if has_control_characters(text):
+            raise ScoringFileError(f"object key: the {part} holds control characters")
+        size = over_bytes(text, limit)
+        if size is not None:
+            raise ScoringFileError(
+                f"object key: the {part} is {size} bytes, over the limit of {limit}"
+            )
     try:
         scored_at = parse_iso_datetime(match["date_time"])
     except ValueError as exc:
@@ -244,7 +259,7 @@ class ScoreRecord(FanContact):
 
 
 def record_key(campaign_id: str, global_user_id: str) -> str:
-    return f"{campaign_id}:{global_user_id}"
+    return fan_key(campaign_id, global_user_id)
 
 
 # CSV column -> ScoreRecord field, for the columns whose names differ or that are renamed.
@@ -305,10 +320,27 @@ def _describe(error: Any) -> str:
     return f"{column}: {message}{shown}"
 
 
+_ID_COLUMNS = frozenset({"globalUserId", "campaign_id"})
+
+
+def _limit_reasons(column: str, text: str, limits: Limits) -> list[str]:
+    limit = limits.id_bytes if column in _ID_COLUMNS else limits.field_bytes
+    if column == "id":
+        limit = limits.id_bytes + 3
+    reasons: list[str] = []
+    size = over_bytes(text, limit)
+    if size is not None:
+        reasons.append(f"{column}: {size} bytes, over the limit of {limit}")
+    if column in _ID_COLUMNS and has_control_characters(text):
+        reasons.append(f"{column}: holds control characters")
+    return reasons
+
+
 def build_score_record(
     values: dict[str, str],
     scoring_key: ScoringKey,
     source: RecordSource | dict[str, Any],
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ScoreRecord | list[str]:
     """Validate one row (column -> text) into a score record, or return every reason it fails.
 
@@ -316,14 +348,16 @@ def build_score_record(
     building a RecordSource first (this runs once per row of million-row files).
     """
     data: dict[str, Any] = {}
+    reasons: list[str] = []
     for column, text in values.items():
         field = CSV_COLUMNS.get(column)
         if field is None:
             continue
         text = text.strip()
         if text:
+            if len(text) * 4 > limits.id_bytes or column in _ID_COLUMNS:
+                reasons.extend(_limit_reasons(column, text, limits))
             data[field] = text
-    reasons: list[str] = []
     row_id = data.get("id")
     user = data.get("globalUserId")
     id_reported = False
@@ -337,6 +371,11 @@ def build_score_record(
             )
         else:
             data["rank"] = int(match["rank"])
+            if data["rank"] >= limits.events_per_fan:
+                reasons.append(
+                    f"id: rank {data['rank']} is past the limit of {limits.events_per_fan} "
+                    "events per fan"
+                )
     campaign = data.get("campaignId")
     if campaign is not None and campaign != scoring_key.campaign_id:
         reasons.append(

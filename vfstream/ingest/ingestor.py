@@ -154,7 +154,7 @@ class ScoringFileIngestor:
         return summary
 
     async def _ingest(self, summary: IngestSummary, force: bool) -> None:
-        scoring_key = parse_scoring_key(summary.key)
+        scoring_key = parse_scoring_key(summary.key, self.settings.limits)
         summary.campaignId = scoring_key.campaign_id
         async with aws_client(self.settings, "s3") as s3:
             try:
@@ -261,6 +261,7 @@ class ScoringFileIngestor:
     ) -> None:
         bucket, key, etag = summary.bucket, summary.key, summary.etag or ""
         run = summary.runId
+        limits = self.settings.limits
         chunk = _Chunk()
         try:
             text = open_text(body, scoring_key.gzipped)
@@ -270,7 +271,7 @@ class ScoringFileIngestor:
                 summary.rows_in += 1
                 chunk.rows += 1
                 source = {"bucket": bucket, "key": key, "etag": etag, "line": row.line, "run": run}
-                result = build_score_record(row.values, scoring_key, source)
+                result = build_score_record(row.values, scoring_key, source, limits)
                 if isinstance(result, list) or row.reasons:
                     reasons = [*row.reasons, *(result if isinstance(result, list) else [])]
                     rejection = RowRejection(

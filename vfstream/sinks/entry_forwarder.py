@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from vfstream.domain.entries import market_ids, plan_entries
+from vfstream.domain.keys import is_fan_key
 from vfstream.domain.ledger import FanEnvelope
 from vfstream.domain.state import VerificationState
 from vfstream.metrics import DEAD_LETTERS, ENTRY_RECORDS
@@ -119,7 +120,7 @@ def states_of(batch: Batch) -> list[VerificationState]:
     for records in batch.values():
         for record in records:
             key = record.key or b""
-            if key.startswith(b"#") or record.value is None:
+            if not is_fan_key(key) or record.value is None:
                 continue
             try:
                 latest[key] = FanEnvelope.from_bytes(record.value).state

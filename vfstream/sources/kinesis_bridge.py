@@ -442,7 +442,7 @@ class KinesisBridge:
                     partitionKey=entry.get("PartitionKey") or "",
                     arrivedAt=entry.get("ApproximateArrivalTimestamp") or now,
                 )
-                result = parse_feed_record(bytes(entry["Data"]), where)
+                result = parse_feed_record(bytes(entry["Data"]), where, self.settings.limits)
                 if isinstance(result, FeedRejection):
                     batch.invalid += 1
                     batch.dead_letters.append((result.key.encode(), result.to_json()))

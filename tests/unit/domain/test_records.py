@@ -229,7 +229,7 @@ def test_valid_row_becomes_a_record_of_the_files_campaign_and_time() -> None:
 
 @pytest.mark.parametrize(
     ("user", "row_id", "rank"),
-    [("u1", "u1000", 0), ("u1", "u1002", 2), ("u1", "u1999", 999), ("u12", "u12007", 7)],
+    [("u1", "u1000", 0), ("u1", "u1002", 2), ("u1", "u1099", 99), ("u12", "u12007", 7)],
 )
 def test_rank_is_the_last_three_digits_of_id(user: str, row_id: str, rank: int) -> None:
     assert valid(row(globalUserId=user, id=row_id)).rank == rank
@@ -577,13 +577,17 @@ def test_sample_counts_match_the_readme(
 
 # --- round trip -----------------------------------------------------------------------------
 
-_NAME = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=1)
+# Sizes within the default limits (test_limits.py has the rows past them).
+_NAME = st.text(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=1, max_size=60
+)
 _FREE = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
 _BOOL = st.sampled_from(["true", "false", "TRUE", "False", "1", "0", "yes", "no", "YES", "No"])
 _FLOAT = st.floats(allow_nan=False, allow_infinity=False).map(repr)
-_TAGS = st.lists(st.text(st.characters(exclude_categories=("Cs",), exclude_characters="|"))).map(
-    "|".join
-)
+_TAGS = st.lists(
+    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="|"), max_size=20),
+    max_size=10,
+).map("|".join)
 _ZONES = st.sampled_from(
     [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=7))]
 )
@@ -595,7 +599,7 @@ def valid_rows(draw: st.DrawFn) -> tuple[dict[str, str], ScoringKey]:
     campaign = draw(_NAME)
     values = {
         "globalUserId": user,
-        "id": f"{user}{draw(st.integers(0, 999)):03d}",
+        "id": f"{user}{draw(st.integers(0, 99)):03d}",
         "campaign_id": campaign,
         "event_id": draw(_NAME),
         "score": repr(draw(st.floats(0.0, 1.0))),

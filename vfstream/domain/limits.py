@@ -1,0 +1,63 @@
+"""Bounds on what one row, record, fan state or file may hold (SPEC 2.1 "Limits"). No I/O.
+
+Every bound is a setting (``VFSTREAM_LIMIT_*``, README "Limits"); these are the defaults.
+A row or record past a field, id or events bound is invalid and dead-lettered with its
+reason; a fan state past its bound is refused by the verification agent (the fan keeps its
+last good state); a file past a file bound fails as a whole.
+
+Why they exist: a fan state is one Kafka message on the changelog. Unbounded, one crafted file
+(25 rows of 60,000-character event ids) built a 1.5 MB state, the changelog write failed with
+MessageSizeTooLargeError and every worker died on every restart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # Any text field of a row or record (event ids, names, notes, codes, contact data).
+    field_bytes: int = 1 * KIB
+    # campaignId and globalUserId: they are part of every key, item and index entry.
+    id_bytes: int = 256
+    # Ranks 0 .. events_per_fan - 1; a fan's events list is indexed by rank.
+    events_per_fan: int = 100
+    # One fan's stored state (one changelog message; the broker takes 1 MiB by default).
+    state_bytes: int = 64 * KIB
+    # A scoring file, decompressed.
+    file_bytes: int = 512 * MIB
+    file_rows: int = 3_000_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def utf8_size(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (lone surrogates from undecodable input count as one)."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def over_bytes(text: str, limit: int) -> int | None:
+    """The UTF-8 size of ``text`` when it is over ``limit`` bytes, else None.
+
+    Cheap for the common short text: a string of at most limit/4 characters cannot be over.
+    """
+    if len(text) * 4 <= limit:
+        return None
+    size = utf8_size(text)
+    return size if size > limit else None
+
+
+def has_control_characters(text: str) -> bool:
+    """C0 controls and DEL: never part of an id, and a way to forge log lines."""
+    return _CONTROL.search(text) is not None
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
