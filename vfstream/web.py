@@ -15,11 +15,37 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from vfstream.domain.keys import fan_key
 from vfstream.domain.ledger import CampaignTotals, FanEnvelope
 from vfstream.domain.reports import ReportBook
-from vfstream.domain.windows import parse_window_bounds
+from vfstream.domain.windows import parse_window_bounds, shown
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 
 if TYPE_CHECKING:
     from vfstream.app import VfStream
+
+
+MAX_EVENT_ID_CHARS = 256
+
+# Served from memory: the dashboard's page, script and style sheet, read once.
+STATIC_TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
+STATIC_FILES = {
+    name: resources.files("vfstream.static").joinpath(name).read_bytes()
+    for name in ("dashboard.html", "dashboard.js", "dashboard.css")
+}
+# Campaign ids, names and keys come from S3 keys and Kinesis records: hostile text. The page
+# builds its DOM with textContent only; this policy also refuses any inline or foreign script.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def _security_headers(request: Any, response: Any) -> None:
+    """Every response, errors and proxied answers included, carries the security headers."""
+    response.headers.update(SECURITY_HEADERS)
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
@@ -61,7 +87,7 @@ def register_views(stream: VfStream) -> None:
             async def local() -> Response:
                 raw = stream.campaign_counts.get(campaignId.encode())
                 if not raw:
-                    return _json(self, {"error": f"unknown campaign {campaignId!r}"}, 404)
+                    return _json(self, {"error": f"unknown campaign {shown(campaignId)}"}, 404)
                 return _json(self, CampaignTotals.from_bytes(raw).as_public())
 
             return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
@@ -72,7 +98,7 @@ def register_views(stream: VfStream) -> None:
             async def local() -> Response:
                 raw = stream.campaign_counts.get(campaignId.encode())
                 if not raw:
-                    return _json(self, {"error": f"unknown campaign {campaignId!r}"}, 404)
+                    return _json(self, {"error": f"unknown campaign {shown(campaignId)}"}, 404)
                 totals = CampaignTotals.from_bytes(raw)
                 runs = {run: totals.run_applied(run) for run in totals.runs}
                 return _json(self, {"campaignId": campaignId, "runs": runs})
@@ -85,7 +111,8 @@ def register_views(stream: VfStream) -> None:
             async def local() -> Response:
                 raw = stream.report_books.get(campaignId.encode())
                 if not raw:
-                    return _json(self, {"error": f"no reports for campaign {campaignId!r}"}, 404)
+                    error = f"no reports for campaign {shown(campaignId)}"
+                    return _json(self, {"error": error}, 404)
                 return _json(self, ReportBook.from_bytes(raw).model_dump(mode="json"))
 
             return await _routed(stream, self, request, stream.report_books, campaignId, local)
@@ -100,6 +127,8 @@ def register_views(stream: VfStream) -> None:
                     )
                 except ValueError as exc:
                     return _json(self, {"error": str(exc)}, 400)
+                if not stream.campaign_counts.get(campaignId.encode()):
+                    return _json(self, {"error": f"unknown campaign {shown(campaignId)}"}, 404)
                 return _json(self, window_series(stream, campaignId, *bounds))
 
             return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
@@ -112,7 +141,8 @@ def register_views(stream: VfStream) -> None:
             async def local() -> Response:
                 raw = stream.fan_states.get(key.encode())
                 if not raw:
-                    return _json(self, {"error": f"no state for fan {key!r}"}, 404)
+                    error = f"no state for fan {shown(globalUserId)} of {shown(campaignId)}"
+                    return _json(self, {"error": error}, 404)
                 envelope = FanEnvelope.from_bytes(raw)
                 return _json(self, envelope.state.model_dump(mode="json"))
 
@@ -121,8 +151,17 @@ def register_views(stream: VfStream) -> None:
     @app.page("/")
     class Dashboard(View):
         async def get(self, request: Request) -> Response:
-            page = resources.files("vfstream.static").joinpath("dashboard.html").read_bytes()
-            return self.bytes(page, content_type="text/html")
+            return self.bytes(STATIC_FILES["dashboard.html"], content_type="text/html")
+
+    @app.page("/static/{name}")
+    class Static(View):
+        async def get(self, request: Request, name: str) -> Response:
+            body = STATIC_FILES.get(name)
+            if body is None or name.endswith(".html"):
+                return _json(self, {"error": "no such file"}, 404)
+            return self.bytes(body, content_type=STATIC_TYPES[name.rsplit(".", 1)[-1]])
+
+    app.web.web_app.on_response_prepare.append(_security_headers)
 
     campaign_service = CampaignService(stream.settings.campaign_service_url)
 
@@ -132,6 +171,10 @@ def register_views(stream: VfStream) -> None:
             event_id = request.query.get("eventId", "").strip()
             if not event_id:
                 return _json(self, {"error": "the eventId query parameter is required"}, 400)
+            if len(event_id) > MAX_EVENT_ID_CHARS:
+                return _json(
+                    self, {"error": f"eventId: longer than {MAX_EVENT_ID_CHARS} characters"}, 400
+                )
             try:
                 body = await campaign_service.campaigns_for_event(event_id)
             except CampaignServiceError as exc:

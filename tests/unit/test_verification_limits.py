@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 import vfstream.verification as verification
-from tests.unit.test_verification_crashes import PARTITION, FakeTable, T0, event, recount
+from tests.unit.test_verification_crashes import PARTITION, T0, FakeTable, event, recount
 from vfstream.domain.ledger import FanEnvelope
 from vfstream.domain.limits import Limits
 from vfstream.domain.records import RecordSource, ScoreRecord

@@ -117,7 +117,8 @@ def decide_report(book: ReportBook, intent: ReportIntent) -> Decision:
         return Decision(post=True, outcome=None, text=format_overdue_warning(intent))
     if done is not None and done is not RunOutcome.WARNED:
         return Decision(post=False, outcome=None)
-    if book.last is not None and book.last == intent.counts:
+    # Never reported counts are zeros: a header-only first file posted "+0" everywhere.
+    if (book.last or Counts()) == intent.counts:
         return Decision(post=False, outcome=RunOutcome.UNCHANGED)
     return Decision(post=True, outcome=None, text=format_verdict_report(intent, book.last))
 
@@ -126,8 +127,16 @@ def _signed(value: int) -> str:
     return f"+{value:,}" if value >= 0 else f"-{-value:,}"
 
 
+def slack_escape(text: str) -> str:
+    """Text from outside (campaign names and ids, object keys) made inert in Slack's mrkdwn:
+    ``&``, ``<`` and ``>`` escaped as Slack's formatting rules ask, so a name cannot mention
+    ``<!channel>`` or hide a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _campaign_title(run: RunAnnouncement) -> str:
-    return f"{run.campaignName} ({run.campaignId})" if run.campaignName else run.campaignId
+    campaign = slack_escape(run.campaignId)
+    return f"{slack_escape(run.campaignName)} ({campaign})" if run.campaignName else campaign
 
 
 def format_verdict_report(intent: ReportIntent, previous: Counts | None) -> str:
@@ -138,7 +147,7 @@ def format_verdict_report(intent: ReportIntent, previous: Counts | None) -> str:
         f"{counts.verified:,} verified ({_signed(counts.verified - before.verified)})",
         f"{counts.rejected:,} rejected ({_signed(counts.rejected - before.rejected)})",
         f"{counts.selected:,} selected ({_signed(counts.selected - before.selected)})",
-        f"file: {run.key} — {run.invalid:,} invalid rows",
+        f"file: {slack_escape(run.key)} — {run.invalid:,} invalid rows",
     ]
     return "\n".join(lines)
 
@@ -149,6 +158,6 @@ def format_overdue_warning(intent: ReportIntent) -> str:
         [
             f":warning: *Scoring run not settled* — {_campaign_title(run)}",
             f"{intent.applied:,} of {run.valid:,} records applied so far",
-            f"file: {run.key} — {run.invalid:,} invalid rows",
+            f"file: {slack_escape(run.key)} — {run.invalid:,} invalid rows",
         ]
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from urllib.parse import urlparse
 
 import orjson
 
@@ -14,10 +13,16 @@ from vfstream.settings import get_settings
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+    """Bucket and key of ``s3://<bucket>/<key>``, the key taken verbatim.
+
+    Not a URL parser: an S3 key may hold ``#``, ``?`` and ``%``, which a URL would read as a
+    fragment, a query or an escape (``Tour#1`` was cut at ``#``).
+    """
+    scheme, separator, rest = url.partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme != "s3" or not separator or not bucket or not key.strip("/"):
         raise ValueError(f"expected s3://<bucket>/<key>, got {url!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
+    return bucket, key.lstrip("/")
 
 
 def run_ingest(url: str, *, force: bool = False, progress: bool = True) -> int:

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from vfstream.domain.records import CSV_COLUMNS, MAX_ROW_BYTES, ScoringFileError, check_header
 
-# A single field may not exceed the row limit; the csv module enforces it for us, and a
-# generous margin keeps the error ours ("row longer than 64 KiB") rather than csv's.
+# The tap below ends every row at MAX_ROW_BYTES characters, so the csv module's own field
+# limit is never reached: when it was (a 190 KB quoted field), csv raised, restarted inside
+# the field and ingested the lines quoted in it as rows.
 csv.field_size_limit(MAX_ROW_BYTES * 2)
 
 
@@ -27,49 +29,126 @@ class CsvRow:
 
 
 class _OverlongLine(Exception):
-    """Raised through csv.reader to end the current row at an overlong line.
+    """Raised through csv.reader to end the current row once it is too long.
 
-    Handing csv a truncated line instead would leave it inside a quoted field when the
-    closing quote was cut off, and it would swallow the rows that follow.
+    The tap has already skipped to the row's real end (see ``QuoteScanner``), so the next
+    row csv reads starts at a true row boundary.
     """
+
+
+# Where csv's reader stands in a row (its own state names, for the states that matter).
+START_FIELD, IN_FIELD, IN_QUOTED_FIELD, QUOTE_IN_QUOTED_FIELD, ROW_ENDED = range(5)
+_QUOTED_BODY = re.compile(r'[^"]*(?:""[^"]*)*')  # up to a lone quote, or the end
+_UNQUOTED_STOP = re.compile(r"[,\r\n]")
+
+
+class QuoteScanner:
+    """Follows a row's text as csv (RFC 4180 quoting, ``,`` and ``"``) would read it, to find
+    where the row really ends: at a line break outside quotes.
+
+    Chunks may end anywhere, even between the two quotes of an escaped ``""``. C-speed regex
+    searches do the scanning, so skipping a huge field costs little per byte.
+    """
+
+    def __init__(self) -> None:
+        self.state = START_FIELD
+
+    def feed(self, text: str) -> int | None:
+        """Scan the next chunk of the row; the index just after the row's end, or None."""
+        i, n, state = 0, len(text), self.state
+        while i < n:
+            if state == QUOTE_IN_QUOTED_FIELD:
+                if text[i] == '"':  # the second quote of an escaped ""
+                    state, i = IN_QUOTED_FIELD, i + 1
+                    continue
+                state = IN_FIELD  # the field's closing quote
+            if state == IN_QUOTED_FIELD:
+                i = _QUOTED_BODY.match(text, i).end()  # type: ignore[union-attr]
+                if i >= n:
+                    break
+                state, i = QUOTE_IN_QUOTED_FIELD, i + 1
+                continue
+            if state == START_FIELD and text[i] == '"':
+                state, i = IN_QUOTED_FIELD, i + 1
+                continue
+            stop = _UNQUOTED_STOP.search(text, i)
+            if stop is None:
+                state = IN_FIELD
+                break
+            i = stop.end()
+            if stop.group() == ",":
+                state = START_FIELD
+                continue
+            self.state = ROW_ENDED
+            if stop.group() == "\r" and i < n and text[i] == "\n":
+                i += 1
+            return i
+        self.state = state
+        return None
+
+    @property
+    def in_quotes(self) -> bool:
+        return self.state in (IN_QUOTED_FIELD, QUOTE_IN_QUOTED_FIELD)
 
 
 class _LineTap:
     """Feeds lines to csv.reader while remembering them, so each row keeps its raw text.
 
-    Lines are read with a bound so one endless line cannot exhaust memory: the rest of an
-    overlong line is skipped, the row ends there (``_OverlongLine``) and is flagged.
+    Lines are read with a bound, and a row is ended (``_OverlongLine``) once its lines pass
+    MAX_ROW_BYTES characters: nothing holds more than one row's worth of text, however long
+    a line or a quoted field is. The rest of an overlong row, or of a row csv found
+    malformed, is skipped up to its real end (``resync``).
     """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self.lines_read = 0
         self.pending: list[str] = []
+        self._pending_chars = 0
         self.overlong = False
 
     def __iter__(self) -> _LineTap:
         return self
 
-    def __next__(self) -> str:
+    def _readline(self) -> str:
         line = self._stream.readline(MAX_ROW_BYTES + 1)
+        if line[-1:] in ("\n", "\r"):
+            self.lines_read += 1
+        return line
+
+    def __next__(self) -> str:
+        line = self._readline()
         if not line:
             raise StopIteration
-        self.lines_read += 1
-        if len(line) > MAX_ROW_BYTES and not line.endswith("\n"):
+        if self._pending_chars + len(line) > MAX_ROW_BYTES:
             self.overlong = True
-            while True:
-                rest = self._stream.readline(MAX_ROW_BYTES + 1)
-                if not rest or rest.endswith("\n"):
-                    break
-            self.pending.append(line[:MAX_ROW_BYTES] + "\n")
+            row_so_far = [*self.pending, line]
+            self.pending.append(line[: MAX_ROW_BYTES - self._pending_chars])
+            self._pending_chars = MAX_ROW_BYTES
+            self._skip_to_row_end(row_so_far)
             raise _OverlongLine
         self.pending.append(line)
+        self._pending_chars += len(line)
         return line
+
+    def resync(self) -> None:
+        """After csv gave up on a row mid-way: skip what is left of it, up to its real end."""
+        self._skip_to_row_end(self.pending)
+
+    def _skip_to_row_end(self, row_so_far: list[str]) -> None:
+        scanner = QuoteScanner()
+        for text in row_so_far:
+            if scanner.feed(text) is not None:
+                return
+        while chunk := self._readline():
+            if scanner.feed(chunk) is not None:
+                return
 
     def take(self) -> tuple[str, bool]:
         raw = "".join(self.pending)
         overlong = self.overlong
         self.pending.clear()
+        self._pending_chars = 0
         self.overlong = False
         return raw, overlong
 
@@ -159,6 +238,7 @@ def read_csv_rows(
             raw, overlong = tap.take()
             fields = _salvage_fields(raw)
         except csv.Error as exc:
+            tap.resync()
             raw, overlong = tap.take()
             reasons = [*_row_faults(raw, overlong, 0, 0), f"row: malformed CSV ({exc})"]
             yield CsvRow(start_line, raw, {}, reasons)

@@ -38,9 +38,10 @@ from vfstream.domain.fanlist import (
     parse_fanlist_key,
     validate_fanlist_row,
 )
+from vfstream.domain.limits import DEFAULT_LIMITS
 from vfstream.domain.records import RowRejection, ScoringFileError
 from vfstream.ingest.csvrows import printable_raw, read_csv_rows
-from vfstream.ingest.s3body import BlockingS3Body, open_text
+from vfstream.ingest.s3body import BlockingS3Body, FileTooLarge, open_text
 from vfstream.metrics import DEAD_LETTERS, RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
 from vfstream.sinks.dynamo_batch import DynamoBatchWriter
@@ -100,7 +101,9 @@ class ParsedFanlist:
     rejections: list[RowRejection] = field(default_factory=list)
 
 
-def parse_fanlist_rows(text: TextIO, source: FanlistFile) -> ParsedFanlist:
+def parse_fanlist_rows(
+    text: TextIO, source: FanlistFile, max_rows: int = DEFAULT_LIMITS.file_rows
+) -> ParsedFanlist:
     """Validate every row of a fanlist file; raises FanlistFileError for a file-level fault.
 
     ``text`` must be decoded as ``s3body.open_text`` does, so that bad bytes reach the row
@@ -111,6 +114,11 @@ def parse_fanlist_rows(text: TextIO, source: FanlistFile) -> ParsedFanlist:
         rows = read_csv_rows(text, columns=FANLIST_COLUMNS, check_header=check_fanlist_header)
         for row in rows:
             parsed.rows_in += 1
+            if parsed.rows_in > max_rows:
+                raise FanlistFileError(
+                    f"the file has more than {max_rows:,} rows; "
+                    "raise VFSTREAM_LIMIT_FILE_ROWS to take it"
+                )
             result = validate_fanlist_row(row.values)
             reasons = [*row.reasons, *(result if isinstance(result, list) else [])]
             if reasons:
@@ -128,7 +136,7 @@ def parse_fanlist_rows(text: TextIO, source: FanlistFile) -> ParsedFanlist:
                 )
             elif isinstance(result, FanlistRow):
                 parsed.valid.append(result)
-    except ScoringFileError as exc:
+    except (ScoringFileError, FileTooLarge) as exc:
         # The shared CSV reader names the file type it was first written for.
         raise FanlistFileError(str(exc)) from exc
     return parsed
@@ -234,8 +242,12 @@ class FanlistIngestor:
             body = BlockingS3Body(obj["Body"], asyncio.get_running_loop())
             try:
                 # The csv module is synchronous: parse in a thread while the loop streams S3.
+                limits = self.settings.limits
                 parsed = await asyncio.to_thread(
-                    parse_fanlist_rows, open_text(body, gzipped=False), source
+                    parse_fanlist_rows,
+                    open_text(body, gzipped=False, max_bytes=limits.file_bytes),
+                    source,
+                    limits.file_rows,
                 )
             except FanlistFileError as exc:
                 await self._report_file_failure(source, exc)

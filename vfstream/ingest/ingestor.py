@@ -34,7 +34,7 @@ from vfstream.domain.records import (
 )
 from vfstream.domain.reports import RunAnnouncement
 from vfstream.ingest.csvrows import printable_raw, read_scoring_rows
-from vfstream.ingest.s3body import BlockingS3Body, open_text
+from vfstream.ingest.s3body import BlockingS3Body, FileTooLarge, open_text
 from vfstream.kafka_read import latest_values
 from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
@@ -264,11 +264,16 @@ class ScoringFileIngestor:
         limits = self.settings.limits
         chunk = _Chunk()
         try:
-            text = open_text(body, scoring_key.gzipped)
+            text = open_text(body, scoring_key.gzipped, limits.file_bytes)
             for row in read_scoring_rows(text):
                 if cancelled.is_set():
                     return
                 summary.rows_in += 1
+                if summary.rows_in > limits.file_rows:
+                    raise ScoringFileError(
+                        f"the file has more than {limits.file_rows:,} rows; "
+                        "raise VFSTREAM_LIMIT_FILE_ROWS to take it"
+                    )
                 chunk.rows += 1
                 source = {"bucket": bucket, "key": key, "etag": etag, "line": row.line, "run": run}
                 result = build_score_record(row.values, scoring_key, source, limits)
@@ -293,6 +298,8 @@ class ScoringFileIngestor:
                 if chunk.rows >= CHUNK_ROWS:
                     put(chunk)
                     chunk = _Chunk()
+        except FileTooLarge as exc:
+            raise ScoringFileError(str(exc)) from exc
         except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
             raise ScoringFileError(f"corrupt or truncated gzip stream: {exc}") from exc
         if chunk.rows:

@@ -39,16 +39,48 @@ class BlockingS3Body(io.RawIOBase):
         return size
 
 
-def open_text(raw: io.RawIOBase | io.BufferedIOBase, gzipped: bool) -> TextIO:
+class FileTooLarge(ValueError):
+    """The decompressed file passed the byte limit (``Limits.file_bytes``)."""
+
+
+class _BoundedReader(io.RawIOBase):
+    """Passes bytes through, failing once more than ``limit`` have been read: a 3 MB gzip
+    that decompresses to 1 GiB stops at the limit instead of filling the broker's disk."""
+
+    def __init__(self, inner: io.BufferedIOBase, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = self._inner.readinto(buffer)
+        self.bytes_read += size
+        if self.bytes_read > self._limit:
+            raise FileTooLarge(
+                f"the file is larger than {self._limit:,} bytes (decompressed); "
+                "raise VFSTREAM_LIMIT_FILE_BYTES to take it"
+            )
+        return size
+
+
+def open_text(
+    raw: io.RawIOBase | io.BufferedIOBase, gzipped: bool, max_bytes: int | None = None
+) -> TextIO:
     """Decode a scoring file: optional gzip, UTF-8 with an optional BOM, bytes kept intact.
 
     ``surrogateescape`` keeps invalid UTF-8 as lone surrogates so that one bad row can be
     dead-lettered with its bytes while the rest of the file goes on; ``newline=""`` leaves
-    CRLF and quoted line breaks to the csv module.
+    CRLF and quoted line breaks to the csv module. Past ``max_bytes`` (decompressed) a read
+    raises ``FileTooLarge``.
     """
     binary: io.BufferedIOBase = (
         io.BufferedReader(raw, 1 << 20) if isinstance(raw, io.RawIOBase) else raw
     )
     if gzipped:
         binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
+    if max_bytes is not None:
+        binary = io.BufferedReader(_BoundedReader(binary, max_bytes), 1 << 20)
     return io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline="")

@@ -5,11 +5,12 @@ One client, one place for timeouts, retries with backoff and a short cache.
 
 from __future__ import annotations
 
-import time
+import logging
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from cachetools import TTLCache
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -18,6 +19,8 @@ from tenacity import (
 )
 
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
+
+log = logging.getLogger(__name__)
 
 
 class CampaignServiceError(RuntimeError):
@@ -38,6 +41,7 @@ class CampaignService:
         base_url: str,
         *,
         cache_seconds: float = 30.0,
+        cache_entries: int = 1024,
         attempts: int = 3,
         timeout: float = 5.0,
     ) -> None:
@@ -45,7 +49,13 @@ class CampaignService:
         self.cache_seconds = cache_seconds
         self.attempts = attempts
         self.timeout = timeout
-        self._cache: dict[str, tuple[float, Any]] = {}
+        # Bounded and expiring: callers choose the paths (any eventId), so a plain dict grew
+        # with every distinct one and never shrank.
+        self._cache: TTLCache[str, Any] = TTLCache(maxsize=cache_entries, ttl=cache_seconds)
+
+    @property
+    def cached_answers(self) -> int:
+        return len(self._cache)
 
     async def campaigns_for_event(self, event_id: str) -> Any:
         return await self._get(f"/campaigns?eventId={quote(event_id, safe='')}")
@@ -54,9 +64,8 @@ class CampaignService:
         return await self._get(f"/campaigns/{quote(campaign_id, safe='')}/markets")
 
     async def _get(self, path: str) -> Any:
-        cached = self._cache.get(path)
-        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
-            return cached[1]
+        if path in self._cache:
+            return self._cache[path]
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
@@ -70,10 +79,12 @@ class CampaignService:
                     body = await self._fetch(path)
         except _Retryable as exc:
             SINK_FAILURES.labels("campaign-service").inc()
+            # The cause names the service's internal address: logged, never answered.
+            log.warning("campaign service failed %s attempts for %s: %s", self.attempts, path, exc)
             raise CampaignServiceError(
-                f"campaign service unavailable after {self.attempts} attempts: {exc}", 503
+                f"campaign service unavailable after {self.attempts} attempts", 503
             ) from exc
-        self._cache[path] = (time.monotonic(), body)
+        self._cache[path] = body
         return body
 
     async def _fetch(self, path: str) -> Any:

@@ -17,6 +17,7 @@ from vfstream.domain.reports import (
     RunAnnouncement,
     RunOutcome,
     decide_report,
+    format_overdue_warning,
     format_verdict_report,
 )
 from vfstream.domain.state import Counts
@@ -162,3 +163,25 @@ def test_the_same_counts_are_never_posted_twice_in_a_row(events: list[tuple[str,
             book.record(run_id, decision.outcome)
     assert all(a != b for a, b in itertools.pairwise(posted))
     assert len(posted) <= len({run_id for run_id, _ in events})
+
+
+def test_a_header_only_first_file_posts_no_zero_report() -> None:
+    decision = decide_report(ReportBook(campaignId="c1"), intent(Counts()))
+    assert not decision.post and decision.outcome is RunOutcome.UNCHANGED
+
+
+def test_campaign_names_ids_and_keys_cannot_mention_a_channel_or_hide_a_link() -> None:
+    hostile = "<!channel> <https:||evil.example|click> & more"
+    announced = run().model_copy(
+        update={"campaignName": hostile, "campaignId": "c<1>", "key": f"scrubbed/{hostile}"}
+    )
+    text = format_verdict_report(
+        ReportIntent(kind=IntentKind.SETTLED, run=announced, counts=Counts(verified=1)), None
+    )
+    assert "<" not in text and ">" not in text
+    assert "&lt;!channel&gt; &lt;https:||evil.example|click&gt; &amp; more" in text
+    assert "(c&lt;1&gt;)" in text
+    warning = format_overdue_warning(
+        ReportIntent(kind=IntentKind.OVERDUE, run=announced, counts=Counts())
+    )
+    assert "<" not in warning and "&lt;!channel&gt;" in warning

@@ -310,3 +310,60 @@ def test_printable_raw_drops_only_the_line_end() -> None:
     assert printable_raw("a,b\r\n") == "a,b"
     assert printable_raw('a,"b\nc"\n') == 'a,"b\nc"'
     assert printable_raw("é,\udcff\n") == "é,\\xff"
+
+
+# --- resynchronisation (issue #12): rows inside a field are never read as rows ----------------
+
+
+def smuggled_field(size: int, fans: int) -> str:
+    """A quoted field of about ``size`` characters whose lines look like valid rows."""
+    inner = "".join(line(f"smuggled{n}") for n in range(fans))
+    filler = "z" * max(0, size - len(inner))
+    return '"' + inner + filler + '"'
+
+
+def test_a_190kb_quoted_field_is_one_invalid_row_and_no_row_inside_it_is_read() -> None:
+    # The reported case: 4 valid rows and one 190 KB field gave in=120, valid=119.
+    bad = f"bad1,bad1000,c1,{smuggled_field(190_000, 115)},0.5,true\n"
+    data = HEADER + line("u1") + line("u2") + bad + line("u3") + line("u4")
+
+    rows = rows_of(data.encode())
+
+    assert [row.values.get("globalUserId") for row in rows] == ["u1", "u2", "bad1", "u3", "u4"]
+    assert rows[2].reasons == ["row: longer than 64 KiB"]
+    assert [row.line for row in rows] == [2, 3, 4, 4 + 116, 4 + 117]
+    assert len(rows[2].raw) <= MAX_ROW_BYTES
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 7])
+def test_an_escaped_quote_split_across_reads_keeps_the_row_whole(split: int) -> None:
+    # Quoted text full of "" pairs, on one line longer than one read: the reads end between
+    # the two quotes of a pair somewhere; the row still ends at its real end.
+    field = '"' + ('a""' * split + "b" * 5) * (MAX_ROW_BYTES // 6) + '"'
+    data = HEADER + f"u1,u1000,c1,{field},0.5,true\n" + line("u2")
+
+    rows = rows_of(data.encode())
+
+    assert [row.values.get("globalUserId") for row in rows] == ["u1", "u2"]
+    assert rows[0].reasons == ["row: longer than 64 KiB"]
+    assert rows[1].reasons == []
+
+
+def test_a_malformed_row_with_an_open_quote_does_not_leak_the_lines_it_quotes() -> None:
+    # csv gives up at the x after "b"; the rest of the line opens a quote it would never see.
+    bad = 'u1,u1000,c1,"b"x,"\n' + line("smuggled1") + line("smuggled2") + '",0.5,true\n'
+    data = HEADER + bad + line("u2")
+
+    rows = rows_of(data.encode())
+
+    assert [row.line for row in rows] == [2, 6]
+    assert any("malformed CSV" in reason for reason in rows[0].reasons)
+    assert rows[1].values["globalUserId"] == "u2" and rows[1].reasons == []
+
+
+def test_an_overlong_unquoted_row_ends_at_its_line_break() -> None:
+    data = HEADER + f'u1,u1000,c1,{"q" * (MAX_ROW_BYTES * 3)}"x,0.5,true\n' + line("u2")
+
+    rows = rows_of(data.encode())
+
+    assert [(row.line, row.values.get("globalUserId")) for row in rows] == [(2, "u1"), (3, "u2")]

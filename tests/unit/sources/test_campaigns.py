@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -70,3 +71,26 @@ async def test_a_service_that_is_down_gives_a_503() -> None:
     with pytest.raises(CampaignServiceError) as failure:
         await client.campaigns_for_event("ev4")
     assert failure.value.status == 503
+
+
+async def test_the_503_error_does_not_name_the_services_address() -> None:
+    port = free_port()
+    client = CampaignService(f"http://127.0.0.1:{port}", attempts=1, timeout=1)
+    with pytest.raises(CampaignServiceError) as failure:
+        await client.campaigns_for_event("ev5")
+    assert "127.0.0.1" not in str(failure.value) and str(port) not in str(failure.value)
+
+
+async def test_the_cache_keeps_at_most_its_size_and_forgets_expired_answers(service) -> None:
+    fake, url = service
+    fake.fallback = Answer(200, "[]")
+    client = CampaignService(url, cache_seconds=0.2, cache_entries=10)
+    for n in range(50):
+        await client.campaigns_for_event(f"ev-{n}-" + "x" * 7000)
+    assert client.cached_answers == 10  # 8,000 distinct ids once grew the worker by 56 MB
+    await client.campaigns_for_event("ev-49-" + "x" * 7000)
+    assert fake.hits("/campaigns?eventId=ev-49-" + "x" * 7000) == 1  # still cached
+    await asyncio.sleep(0.3)
+    assert client.cached_answers == 0  # expired entries are gone, not merely ignored
+    await client.campaigns_for_event("ev-49-" + "x" * 7000)
+    assert fake.hits("/campaigns?eventId=ev-49-" + "x" * 7000) == 2
