@@ -53,3 +53,7 @@ ENTRY_RECORDS = Counter(
     "(sent, inserted, updated, failed, no-markets, unknown-market)",
     ["outcome"],
 )
+FENCED_INGESTS = Counter(
+    "vfstream_fenced_ingests_total",
+    "Open transactions of dead ingests aborted by fencing their transactional id",
+)

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     partials_topic: str = "vf-campaign-partials"
     # Settled-run report intents, keyed by campaign, for the Slack reporter agent.
     reports_topic: str = "vf-slack-reports"
+    # Compacted: one announcement per ingest transaction, refreshed while it is open, so a
+    # dead ingest's transaction is fenced at once instead of stalling every worker.
+    ingest_inflight_topic: str = "vf-ingest-inflight"
     # Kafka caps a transaction at transaction.max.timeout.ms (15 min by default);
     # one scoring file is one transaction, so a big file needs most of that.
     ingest_transaction_timeout_ms: int = 600_000
@@ -159,6 +162,7 @@ class Settings(BaseSettings):
                 "score_records_topic": f"{self.score_records_topic}-{suffix}",
                 "dead_letter_topic": f"{self.dead_letter_topic}-{suffix}",
                 "ingested_files_topic": f"{self.ingested_files_topic}-{suffix}",
+                "ingest_inflight_topic": f"{self.ingest_inflight_topic}-{suffix}",
                 "partials_topic": f"{self.partials_topic}-{suffix}",
                 "reports_topic": f"{self.reports_topic}-{suffix}",
                 "bridge_checkpoints_topic": f"{self.bridge_checkpoints_topic}-{suffix}",

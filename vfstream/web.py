@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -23,6 +25,10 @@ if TYPE_CHECKING:
 
 
 MAX_EVENT_ID_CHARS = 256
+# Ids may hold any character: aiohttp's default pattern refuses "{" and "}" (an id with
+# them answered a bare 404); an encoded "/" (%2F) stays inside the segment.
+CAMPAIGN = "{campaignId:[^/]+}"
+FAN = "{globalUserId:[^/]+}"
 
 # Served from memory: the dashboard's page, script and style sheet, read once.
 STATIC_TYPES = {"html": "text/html", "js": "text/javascript", "css": "text/css"}
@@ -41,6 +47,28 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+class MalformedRequestLog(logging.Filter):
+    """aiohttp logs every malformed request (a bad request line, header or URL) at ERROR
+    with a full traceback; anyone who can reach the port can fill the log that way. Such a
+    request is the client's fault and already answered 400: one WARNING line says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "refused a malformed HTTP request (%s): %s"
+            record.args = (exc.code, str(exc.message)[:200])
+            record.exc_info = record.exc_text = None
+            record.stack_info = None
+        return True
+
+
+def quiet_malformed_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestLog) for f in server_log.filters):
+        server_log.addFilter(MalformedRequestLog())
 
 
 async def _security_headers(request: Any, response: Any) -> None:
@@ -81,7 +109,7 @@ async def _routed(
 def register_views(stream: VfStream) -> None:
     app = stream.app
 
-    @app.page("/campaigns/{campaignId}/counts")
+    @app.page(f"/campaigns/{CAMPAIGN}/counts")
     class CampaignCounts(View):
         async def get(self, request: Request, campaignId: str) -> Response:
             async def local() -> Response:
@@ -92,7 +120,7 @@ def register_views(stream: VfStream) -> None:
 
             return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
 
-    @app.page("/campaigns/{campaignId}/progress")
+    @app.page(f"/campaigns/{CAMPAIGN}/progress")
     class CampaignProgress(View):
         async def get(self, request: Request, campaignId: str) -> Response:
             async def local() -> Response:
@@ -105,7 +133,7 @@ def register_views(stream: VfStream) -> None:
 
             return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
 
-    @app.page("/campaigns/{campaignId}/reports")
+    @app.page(f"/campaigns/{CAMPAIGN}/reports")
     class CampaignReports(View):
         async def get(self, request: Request, campaignId: str) -> Response:
             async def local() -> Response:
@@ -117,7 +145,7 @@ def register_views(stream: VfStream) -> None:
 
             return await _routed(stream, self, request, stream.report_books, campaignId, local)
 
-    @app.page("/campaigns/{campaignId}/counts/windows")
+    @app.page(f"/campaigns/{CAMPAIGN}/counts/windows")
     class CampaignWindows(View):
         async def get(self, request: Request, campaignId: str) -> Response:
             async def local() -> Response:
@@ -133,7 +161,7 @@ def register_views(stream: VfStream) -> None:
 
             return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
 
-    @app.page("/campaigns/{campaignId}/fans/{globalUserId}")
+    @app.page(f"/campaigns/{CAMPAIGN}/fans/{FAN}")
     class FanState(View):
         async def get(self, request: Request, campaignId: str, globalUserId: str) -> Response:
             key = fan_key(campaignId, globalUserId)
@@ -162,6 +190,7 @@ def register_views(stream: VfStream) -> None:
             return self.bytes(body, content_type=STATIC_TYPES[name.rsplit(".", 1)[-1]])
 
     app.web.web_app.on_response_prepare.append(_security_headers)
+    quiet_malformed_requests()
 
     campaign_service = CampaignService(stream.settings.campaign_service_url)
 

@@ -68,7 +68,7 @@ async def stream_records(settings: Settings) -> list[tuple[str, dict[str, Any]]]
 
 async def campaign_items(settings: Settings, campaign: str) -> dict[str, dict[str, Any]]:
     """The demand table's items of one campaign, by PK, each read back with a key query."""
-    sk = f"campaign:{campaign}"
+    sk = f"fanlist:{campaign}"
     async with aws_client(settings, "dynamodb") as dynamo:
         pks: list[str] = []
         pages = dynamo.get_paginator("scan").paginate(
@@ -144,7 +144,7 @@ async def test_mixed_file_gives_the_spec_counts_items_records_and_dead_letters(
     items = await campaign_items(settings, campaign)
     assert set(items) == {"fan:g1", "email:ana@example.com", "sid:m2", "sid:m5"}
     fan = items["fan:g1"]
-    assert fan["SK"] == {"S": f"campaign:{campaign}"}
+    assert fan["SK"] == {"S": f"fanlist:{campaign}"}
     assert fan["memberId"] == {"S": "m1"} and fan["globalUserId"] == {"S": "g1"}
     assert fan["email"] == {"S": "m1@example.com"}
     assert fan["score"] == {"N": "0.9"} and fan["campaignId"] == {"S": campaign}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from tests.support.aws import put_object
 from tests.support.standard_check import campaign_items, meta_item, plain
 from tests.support.states import sample_state
 from tests.support.tcpproxy import TcpProxy
@@ -24,6 +25,7 @@ from vfstream.generator import (
     generate_run,
     global_user_id,
 )
+from vfstream.ingest.fanlist import FanlistIngestor
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
 from vfstream.sinks.dynamo_batch import DynamoBatchWriter
@@ -166,3 +168,59 @@ async def test_mirror_catches_up_after_the_aws_endpoint_comes_back(
         await assert_mirror_equals_state(isolated, worker, run, "coutage")
     finally:
         worker.stop()
+
+
+async def demand_item(settings: Settings, pk: str, sk: str) -> dict | None:
+    async with aws_client(settings, "dynamodb") as dynamo:
+        answer = await dynamo.get_item(
+            TableName=settings.demand_table, Key={"PK": {"S": pk}, "SK": {"S": sk}}
+        )
+    return plain(answer["Item"]) if "Item" in answer else None
+
+
+@pytest.mark.parametrize("fanlist_first", [False, True])
+async def test_a_fanlist_file_and_the_mirror_never_erase_each_others_fields(
+    isolated: Settings, fanlist_first: bool
+) -> None:
+    """Issue #12: a fanlist row for a mirrored fan left the item with only the fanlist's
+    fields (isVerified, events, origin and the scores gone), and the reverse."""
+    campaign = f"c7001{int(fanlist_first)}"
+    mirrored = FanEnvelope(
+        state=sample_state(campaignId=campaign, globalUserId="g00001", version=3), offset=1
+    )
+    key = f"fanlist/scored/{campaign}/1792497600000.csv"
+    await put_object(
+        isolated, key, b"memberId,email,globalUserId,score\nm1,g1@example.com,g00001,0.42\n"
+    )
+    mirror = DynamoMirror(isolated)
+    tp = TopicPartition(f"{isolated.app_id}-fan-state-changelog", 0)
+
+    async def mirror_the_state() -> None:
+        async with aws_client(isolated, "dynamodb") as dynamo:
+            writer = DynamoBatchWriter(dynamo, isolated.demand_table)
+            batch = {tp: [changelog_record(isolated, mirrored, 1)]}
+            await mirror.mirror(dynamo, writer, batch, mirror.relay)
+
+    async def store_the_fanlist() -> None:
+        summary = await FanlistIngestor(isolated).ingest(isolated.scoring_bucket, key)
+        assert summary.status == "stored", summary.error
+
+    for step in (
+        (store_the_fanlist, mirror_the_state)
+        if fanlist_first
+        else (
+            mirror_the_state,
+            store_the_fanlist,
+        )
+    ):
+        await step()
+
+    verification = await demand_item(isolated, "fan:g00001", f"campaign:{campaign}")
+    assert verification is not None
+    assert verification["isVerified"] is True and verification["version"] == 3
+    assert verification["events"][0]["eventId"] == "e0"
+    assert verification["origin"]["nudetect"]["scoreBand"] == "low"
+    assert float(verification["score"]) == 0.75 and float(verification["bandScore"]) == 0.1
+    fanlist = await demand_item(isolated, "fan:g00001", f"fanlist:{campaign}")
+    assert fanlist is not None
+    assert float(fanlist["score"]) == 0.42 and fanlist["memberId"] == "m1"

@@ -76,7 +76,9 @@ async def test_endpoints_and_errors_on_one_worker(
     assert (await worker.get_json("/health")) == (200, {"status": "alive"})
     assert (await worker.get_json("/ready")) == (200, {"ready": True})
     status, page = await get_text(worker, "/")
-    assert status == 200 and "campaign counts" in page and "<script>" in page
+    assert status == 200 and "campaign counts" in page and '<script src="/static/' in page
+    status, script = await get_text(worker, "/static/dashboard.js")
+    assert status == 200 and "textContent" in script and "innerHTML" not in script
     status, listing = await worker.get_json("/dashboard/campaigns")
     assert status == 200 and SAMPLE_COUNTS in listing["campaigns"]
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from vfstream.aws import aws_client
 from vfstream.devstack.workers import WorkerProcess
@@ -41,7 +42,8 @@ async def wait_for_counts(
     last: Any = None
     while time.monotonic() - started < timeout:
         try:
-            status, body = await worker.get_json(f"/campaigns/{campaign_id}/counts")
+            path = f"/campaigns/{quote(campaign_id, safe='')}/counts"
+            status, body = await worker.get_json(path)
         except Exception as exc:  # the worker may be restarting
             status, body = 0, repr(exc)
         last = body

@@ -226,8 +226,14 @@ def keep_highest_scores(rows: Iterable[FanlistRow]) -> Deduplicated:
     return Deduplicated(kept=kept, duplicates=len(given) - len(kept))
 
 
-def campaign_sk(campaign_id: str) -> str:
-    return f"campaign:{campaign_id}"
+def fanlist_sk(campaign_id: str) -> str:
+    """The sort key of a campaign's fanlist items.
+
+    Not ``campaign:<id>``: that is the SK of the fan's mirrored verification item, and the
+    two writers (each putting whole items) erased each other's fields. Separate items keep
+    both (SPEC 4).
+    """
+    return f"fanlist:{campaign_id}"
 
 
 def iso_utc(moment: datetime) -> str:
@@ -250,7 +256,7 @@ def fanlist_item(row: FanlistRow, fanlist_key: FanlistKey, *, updated: datetime)
     """The demand-table item of a row (SPEC 4), as plain attributes."""
     return {
         "PK": row.item_pk,
-        "SK": campaign_sk(fanlist_key.campaign_id),
+        "SK": fanlist_sk(fanlist_key.campaign_id),
         **fanlist_fields(row, fanlist_key.campaign_id),
         "date": {"updated": iso_utc(updated), "scored": iso_utc(fanlist_key.scored_at)},
     }

@@ -4,12 +4,17 @@ one file, a JSON summary on stdout."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import orjson
 
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import get_settings
+
+T = TypeVar("T")
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -25,6 +30,34 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return bucket, key.lstrip("/")
 
 
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+async def _until_signalled(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``; SIGTERM (what a pod gets) cancels it like Ctrl-C does, so the ingestor
+    aborts its transaction instead of leaving it open for every worker to wait behind."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if received:
+            raise Interrupted(received[0]) from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def run_ingest(url: str, *, force: bool = False, progress: bool = True) -> int:
     try:
         bucket, key = parse_s3_url(url)
@@ -32,7 +65,16 @@ def run_ingest(url: str, *, force: bool = False, progress: bool = True) -> int:
         print(f"vfstream ingest: {exc}", file=sys.stderr)
         return 2
     ingestor = ScoringFileIngestor(get_settings(), progress=progress)
-    summary = asyncio.run(ingestor.ingest(bucket, key, force=force))
+    try:
+        summary = asyncio.run(_until_signalled(ingestor.ingest(bucket, key, force=force)))
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+        print(
+            f"vfstream ingest: stopped by {signal.Signals(signum).name}; the file's transaction "
+            "was aborted and nothing of it was ingested",
+            file=sys.stderr,
+        )
+        return 128 + signum
     sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
     if summary.status == "failed":
         print(f"vfstream ingest: {summary.error}", file=sys.stderr)

@@ -30,9 +30,9 @@ from vfstream.domain.fanlist import (
     FanlistFileError,
     FanlistKey,
     FanlistRow,
-    campaign_sk,
     check_fanlist_header,
     fanlist_item,
+    fanlist_sk,
     fanlist_stream_record,
     keep_highest_scores,
     parse_fanlist_key,
@@ -188,7 +188,7 @@ class FanlistIngestor:
             )
             written = await writer.put_items(items)
         not_stored = {(f.item.get("PK"), f.item.get("SK")) for f in written.failed}
-        sk = campaign_sk(fanlist_key.campaign_id)
+        sk = fanlist_sk(fanlist_key.campaign_id)
         stored = [row for row in deduplicated.kept if (row.item_pk, sk) not in not_stored]
 
         records = [

@@ -34,6 +34,7 @@ from vfstream.domain.records import (
 )
 from vfstream.domain.reports import RunAnnouncement
 from vfstream.ingest.csvrows import printable_raw, read_scoring_rows
+from vfstream.ingest.inflight import InflightAnnouncer, fence_dead_ingests
 from vfstream.ingest.s3body import BlockingS3Body, FileTooLarge, open_text
 from vfstream.kafka_read import latest_values
 from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
@@ -123,13 +124,16 @@ class ScoringFileIngestor:
         self.progress = progress and sys.stderr.isatty()
         self._on_chunk = on_chunk
 
-    def _producer(self, bucket: str, key: str) -> AIOKafkaProducer:
+    def transactional_id(self, bucket: str, key: str) -> str:
         # One transactional id per object: a second ingester of the same file fences the
         # first, so two racing notifications cannot both commit.
         digest = hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:24]
+        return f"{self.settings.app_id}-ingest-{digest}"
+
+    def _producer(self, bucket: str, key: str) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
-            transactional_id=f"{self.settings.app_id}-ingest-{digest}",
+            transactional_id=self.transactional_id(bucket, key),
             transaction_timeout_ms=self.settings.ingest_transaction_timeout_ms,
             max_batch_size=1 << 20,
             linger_ms=5,
@@ -167,6 +171,7 @@ class ScoringFileIngestor:
                     ) from exc
                 raise
             summary.etag = head["ETag"].strip('"')
+            await self._fence_dead_ingests()
             producer = self._producer(summary.bucket, summary.key)
             await producer.start()
             try:
@@ -176,13 +181,26 @@ class ScoringFileIngestor:
                     log.info("%s was ingested before; skipped (use --force)", this_file)
                     return
                 obj = await s3.get_object(Bucket=summary.bucket, Key=summary.key)
+                announcer = InflightAnnouncer(
+                    self.settings,
+                    self.transactional_id(summary.bucket, summary.key),
+                    f"s3://{summary.bucket}/{summary.key}",
+                )
                 try:
-                    await self._produce_file(producer, obj, scoring_key, summary, this_file)
+                    async with announcer.held():
+                        await self._produce_file(producer, obj, scoring_key, summary, this_file)
                 except ScoringFileError:
                     await self._report_file_failure(producer, summary, this_file)
                     raise
             finally:
                 await producer.stop()
+
+    async def _fence_dead_ingests(self) -> None:
+        """Another ingest killed mid-file holds a transaction every worker waits behind."""
+        try:
+            await fence_dead_ingests(self.settings)
+        except Exception:  # a help, not a precondition: the workers' listeners fence too
+            log.warning("could not check for dead ingests", exc_info=True)
 
     async def _produce_file(
         self,

@@ -82,6 +82,11 @@ def route_by_key_prefix(routes: Mapping[str, Ingest], default: Ingest) -> Ingest
     return ingest
 
 
+# Between polls the listener also fences the transactions of dead ingests (an ingest killed
+# mid-file stalls every worker until then), so polls are kept short.
+POLL_WAIT_SECONDS = 3
+
+
 class NotificationListener:
     """Long-polls the queue; a message is deleted once every file it names is settled.
 
@@ -96,6 +101,14 @@ class NotificationListener:
         self._sqs = sqs
         self._queue_url: str | None = None
         self.summaries: list[FileSummary] = []
+
+    async def _fence(self) -> None:
+        from vfstream.ingest.inflight import fence_dead_ingests
+
+        try:
+            await fence_dead_ingests(self.settings)
+        except Exception:
+            log.warning("checking for dead ingests failed; next poll tries again", exc_info=True)
 
     async def queue_url(self) -> str:
         if self._queue_url is None:
@@ -135,7 +148,8 @@ class NotificationListener:
         backoff = 1.0
         while not stopping():
             try:
-                await self.poll_once()
+                await self._fence()
+                await self.poll_once(wait_seconds=POLL_WAIT_SECONDS)
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise

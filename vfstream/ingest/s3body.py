@@ -24,14 +24,22 @@ class BlockingS3Body(io.RawIOBase):
         self._loop = loop
         self._on_bytes = on_bytes
         self.bytes_read = 0
+        self._at_end = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        # The layers above (buffer, gzip, text) ask again after the end; the body is not
+        # asked twice: aiohttp warns, with a stack trace, on every read past its end (a 1 GiB
+        # single-line gzip printed 1,019 of them).
+        if self._at_end:
+            return 0
         future = asyncio.run_coroutine_threadsafe(self._body.read(len(buffer)), self._loop)
         chunk: bytes = future.result()
         size = len(chunk)
+        if size == 0:
+            self._at_end = True
         buffer[:size] = chunk
         self.bytes_read += size
         if self._on_bytes is not None and size:

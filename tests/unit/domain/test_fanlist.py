@@ -19,10 +19,10 @@ from vfstream.domain.fanlist import (
     FanlistRow,
     InputCounts,
     SinkCounts,
-    campaign_sk,
     check_fanlist_header,
     email_problem,
     fanlist_item,
+    fanlist_sk,
     fanlist_stream_record,
     iso_utc,
     keep_highest_scores,
@@ -338,7 +338,7 @@ def test_a_member_id_equal_to_an_email_is_another_fan() -> None:
 
 
 def test_rows_stored_as_one_item_are_duplicates_too() -> None:
-    # Two memberIds of one globalUserId would both be put as fan:g1 / campaign:<id>.
+    # Two memberIds of one globalUserId would both be put as fan:g1 / fanlist:<id>.
     rows = [row(0.4, "m1", fan="g1"), row(0.6, "m2", fan="g1"), row(0.5, "m3")]
     assert keep_highest_scores(rows) == ([row(0.6, "m2", fan="g1"), row(0.5, "m3")], 1)
 
@@ -418,7 +418,7 @@ def test_a_fanlist_item_is_keyed_by_fan_and_campaign_with_only_present_fields(
 ) -> None:
     assert fanlist_item(stored, KEY, updated=NOW) == {
         "PK": pk,
-        "SK": "campaign:c7",
+        "SK": "fanlist:c7",
         **fields,
         "score": 0.5,
         "campaignId": "c7",
@@ -441,7 +441,7 @@ def test_times_are_written_in_utc() -> None:
     assert iso_utc(datetime(2026, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == (
         "2026-01-01T00:00:00.000Z"
     )
-    assert campaign_sk("c1") == "campaign:c1"
+    assert fanlist_sk("c1") == "fanlist:c1"
 
 
 # --- counts --------------------------------------------------------------------------------
