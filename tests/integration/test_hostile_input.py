@@ -312,8 +312,9 @@ async def get_headers(worker: WorkerProcess, path: str) -> tuple[int, Any]:
 
 
 async def test_a_190kb_quoted_field_smuggles_no_rows(system: System) -> None:
+    # Short lines past the csv module's 128 KiB field limit, then lines that look like rows.
     inner = "".join(scoring_row("csmuggle", f"smuggled{n}") + "\n" for n in range(115))
-    field = '"' + inner + "z" * (190_000 - len(inner)) + '"'
+    field = '"' + ("z" * 99 + "\n") * ((190_000 - len(inner)) // 100) + inner + '"'
     bad = scoring_row("csmuggle", "bad1", review_notes=field)
     rows = [scoring_row("csmuggle", f"u{n}") for n in range(4)]
     summary = await system.ingest(
