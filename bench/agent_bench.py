@@ -4,15 +4,17 @@ reading and JSON-decoding the same topic in the same run."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench.plain_bench import plain_benchmark
 from vfstream.devstack.scenario import upload_run
 from vfstream.devstack.workers import WorkerProcess
-from vfstream.generator import GeneratorConfig, generate_run
+from vfstream.domain.batches import decode_batch
+from vfstream.generator import GeneratorConfig, expected_counts, generate_run
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
 from vfstream.topics import ensure_topics, partition_count
@@ -37,8 +39,7 @@ async def plain_consumer_rate(settings: Settings, topic: str, expected: int) -> 
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for messages in batches.values():
                 for message in messages:
-                    orjson.loads(message.value)
-                seen += sum(len(m) for m in batches.values())
+                    seen += len(decode_batch(message.value))
         return seen / (time.monotonic() - started)
     finally:
         await consumer.stop()
@@ -68,9 +69,15 @@ async def agent_rate(settings: Settings, expected: int, logs: Path) -> tuple[flo
         worker.stop()
 
 
-def agent_benchmark(settings: Settings, work: Path, fans: int = 100_000) -> dict:
+AGENT_FANS = int(os.environ.get("VFSTREAM_BENCH_AGENT_FANS", "100000"))
+
+
+def agent_benchmark(settings: Settings, work: Path, fans: int = AGENT_FANS) -> dict:
+    """The verify agent, a plain consume+decode loop and a plain verify+tally loop (no
+    framework, ``plain_bench``) over the same topic, one after another in one run."""
     asyncio.run(ensure_topics(settings))
     run = generate_run(GeneratorConfig(campaign_id="cagent", campaign_name="bench", fans=fans))
+    truth = expected_counts([run])["cagent"]
 
     async def load() -> int:
         key = await upload_run(settings, run, work)
@@ -80,10 +87,15 @@ def agent_benchmark(settings: Settings, work: Path, fans: int = 100_000) -> dict
     records = asyncio.run(load())
     plain = asyncio.run(plain_consumer_rate(settings, settings.score_records_topic, records))
     agent, settle = asyncio.run(agent_rate(settings, records, work / "logs"))
+    verify, counts = plain_benchmark(settings, records, work)
+    reached = dict(zip(("verified", "rejected", "selected"), counts["cagent"], strict=True))
+    assert reached == truth, (reached, truth)
     return {
         "agent_records": records,
         "agent_records_per_s": round(agent),
         "plain_consumer_records_per_s": round(plain),
         "agent_to_plain_ratio": round(agent / plain, 3),
+        "plain_verify_records_per_s": round(verify),
+        "agent_to_plain_verify_ratio": round(agent / verify, 3),
         "agent_settle_seconds": round(settle, 1),
     }

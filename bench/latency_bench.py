@@ -18,12 +18,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from vfstream.devstack.workers import WorkerProcess
+from vfstream.domain.batches import BatchBuilder
+from vfstream.domain.keys import partition_for
 from vfstream.domain.records import ScoreRecord
 from vfstream.settings import Settings
 from vfstream.topics import ensure_topics
 
-# The target's rate first, then one the single agent sustains (about 1,100 records/s here),
-# so the figure without a growing backlog is measured too.
+# The target's rate first, then a lower one for comparison.
 RATES = tuple(
     int(rate) for rate in os.environ.get("VFSTREAM_BENCH_LATENCY_RATES", "2000,500").split(",")
 )
@@ -79,14 +80,17 @@ async def _measure(settings: Settings, work: Path, rate: int, seconds: int) -> d
             per_tick = max(1, round(rate * tick))
             started = time.monotonic()
             number = 0
+            partitions = settings.topic_partitions
             while number < total:
+                # Each tick's records as small score batches, one per table partition.
+                batches = BatchBuilder()
                 for _ in range(min(per_tick, total - number)):
                     record = _record(campaign, number)
-                    await producer.send(
-                        settings.score_records_topic, record.to_json(), key=record.key.encode()
-                    )
-                    produced_at.append(time.monotonic())
+                    batches.add(partition_for(record.key.encode(), partitions), record.to_json())
                     number += 1
+                for partition, batch in batches.drain():
+                    await producer.send(settings.score_records_topic, batch, partition=partition)
+                produced_at.extend([time.monotonic()] * (number - len(produced_at)))
                 next_tick = started + (number / per_tick) * tick
                 await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
             await producer.flush()

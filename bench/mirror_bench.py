@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from vfstream.aws import aws_client
-from vfstream.domain.ledger import FanEnvelope
+from vfstream.domain.fans import Envelope, encode_envelope
 from vfstream.domain.mirror import fan_item
 from vfstream.domain.records import EventPreference
-from vfstream.domain.state import VerificationState
+from vfstream.domain.state import VerificationState, fan_state_of
 from vfstream.settings import Settings
 from vfstream.sinks.dynamo_batch import DynamoBatchWriter, serialise_item
 from vfstream.sinks.dynamo_mirror import DynamoMirror
@@ -48,7 +48,7 @@ def _records(settings: Settings, start: int, count: int, version: int) -> list[C
     for offset, number in enumerate(range(start, start + count)):
         state = _state(number, version)
         key = f"cbench:{state.globalUserId}".encode()
-        body = FanEnvelope(state=state, offset=offset).to_bytes()
+        body = encode_envelope(Envelope(state=fan_state_of(state), position=offset))
         out.append(ConsumerRecord(topic, 0, offset, 0, 0, key, body, None, len(key), 0, ()))
     return out
 

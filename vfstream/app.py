@@ -20,6 +20,7 @@ from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 from prometheus_client import CollectorRegistry
 
+from vfstream.domain.keys import partition_for
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
 from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
 from vfstream.domain.state import CountDelta
@@ -31,7 +32,7 @@ from vfstream.sinks.entry_forwarder import EntryForwarder
 from vfstream.sinks.score_stream import ScoreStreamForwarder
 from vfstream.sinks.slack import SlackNotifier
 from vfstream.sources.partition_reader import CommittedRangeReader
-from vfstream.topics import partition_of
+from vfstream.tables import FanStateStore
 from vfstream.transport import PositionLookup, broker_url
 from vfstream.verification import VerificationLedger
 
@@ -56,7 +57,7 @@ def raw_table(table: Any, *, keys: str = "raw") -> Any:
 REANNOUNCE_SECONDS = 5.0
 OVERDUE_CHECK_SECONDS = 10.0
 LAG_SECONDS = 5.0
-FLUSH_IDLE_SECONDS = 0.2
+FLUSH_IDLE_SECONDS = 0.05
 TAIL_CHECK_SECONDS = 1.0
 EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
 
@@ -122,6 +123,9 @@ class VfStream:
             key_serializer="raw",
             value_serializer="raw",
             broker_commit_interval=1.0,
+            # An event of the score-record topic is a batch of up to 512 KiB: a few dozen
+            # buffered per stream, not Faust's 4,096.
+            stream_buffer_maxsize=settings.stream_buffer_maxsize,
             broker_session_timeout=settings.session_timeout_seconds,
             broker_heartbeat_interval=max(settings.session_timeout_seconds / 4, 0.5),
         )
@@ -150,13 +154,15 @@ class VfStream:
             expires=timedelta(seconds=settings.window_expires_seconds),
         )
         self.score_reader = CommittedRangeReader(settings, settings.score_records_topic)
+        self.fan_store = FanStateStore(self.fan_states, settings.kafka_bootstrap)
         self.ledger = VerificationLedger(
-            self.fan_states,
+            self.fan_store,
             self._emit_snapshots,
             self._dead_letter,
             current_generation=lambda: app.consumer_generation_id,
             source=self.score_reader,
             limits=settings.limits,
+            partitions=partitions,
         )
         app.recorded_positions = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
@@ -176,7 +182,15 @@ class VfStream:
 
     async def _emit_snapshots(self, snapshots: list[tuple[str, bytes]]) -> None:
         for campaign, body in snapshots:
-            await self.partials_topic.send(key=campaign.encode(), value=body)
+            await self.send_keyed(self.partials_topic, campaign.encode(), body)
+
+    def partition_of(self, key: bytes) -> int:
+        return partition_for(key, self.settings.topic_partitions)
+
+    async def send_keyed(self, topic: Any, key: bytes, value: bytes) -> None:
+        """Send to the partition the one hash gives the key (``domain.keys.partition_for``),
+        as every producer of the pipeline's keyed topics does."""
+        await topic.send(key=key, value=value, partition=self.partition_of(key))
 
     def _recorded_position(self, tp: TP) -> int | None:
         if tp.topic != self.score_topic.get_topic_name():
@@ -210,7 +224,7 @@ class VfStream:
         async def tally(stream: Any) -> None:
             async for event in stream.events():
                 for intent in self.apply_snapshot(event.key, event.value).intents:
-                    await self.reports_topic.send(key=event.key, value=intent.to_bytes())
+                    await self.send_keyed(self.reports_topic, event.key, intent.to_bytes())
 
         @app.agent(self.reports_topic, name="report")
         async def report(stream: Any) -> None:
@@ -222,7 +236,7 @@ class VfStream:
             if not app.rebalancing:
                 for intent in self.overdue_intents(datetime.now(UTC)):
                     key = intent.run.campaignId.encode()
-                    await self.reports_topic.send(key=key, value=intent.to_bytes())
+                    await self.send_keyed(self.reports_topic, key, intent.to_bytes())
 
         @app.task
         async def quiet_client_debug() -> None:
@@ -246,6 +260,7 @@ class VfStream:
         @app.on_before_shutdown.connect
         async def stop_score_reader(app: Any, **kwargs: Any) -> None:
             await self.score_reader.stop()
+            await self.fan_store.stop()
 
         @app.timer(REANNOUNCE_SECONDS)
         async def reannounce() -> None:
@@ -376,7 +391,7 @@ class VfStream:
         limit = timedelta(seconds=self.settings.report_overdue_seconds)
         intents: list[ReportIntent] = []
         for key, raw in list(self.campaign_counts.data.items()):
-            if partition_of(key, self.settings.topic_partitions) not in owned:
+            if self.partition_of(key) not in owned:
                 continue  # a standby copy: the active owner warns
             totals = CampaignTotals.from_bytes(raw)
             for run in totals.announced.values():

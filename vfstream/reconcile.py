@@ -15,8 +15,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from vfstream.domain.keys import is_fan_key
-from vfstream.domain.ledger import CampaignTotals, FanEnvelope, PartialCounts
+from vfstream.domain.fans import decode_envelope
+from vfstream.domain.keys import is_fan_key, partition_for
+from vfstream.domain.ledger import CampaignTotals, PartialCounts
 from vfstream.domain.state import CountDelta, Counts
 from vfstream.kafka_read import latest_values
 from vfstream.settings import Settings, get_settings
@@ -30,7 +31,7 @@ def recount_partials(
     for key, (partition, value) in fan_changelog.items():
         if not is_fan_key(key):
             continue
-        state = FanEnvelope.from_bytes(value).state
+        state = decode_envelope(value).state
         standing = CountDelta(
             verified=1 if state.isVerified else 0,
             rejected=0 if state.isVerified else 1,
@@ -39,6 +40,16 @@ def recount_partials(
         current = out[state.campaignId].get(partition, Counts())
         out[state.campaignId][partition] = current.apply(standing)
     return out
+
+
+def misplaced_fans(fan_changelog: dict[bytes, tuple[int, bytes]], partitions: int) -> list[str]:
+    """Fan keys stored in another partition than the one hash gives them: a producer that
+    ignored ``partition_for`` (the verify agent refuses such records; this finds any left)."""
+    return sorted(
+        key.decode(errors="replace")
+        for key, (partition, _) in fan_changelog.items()
+        if is_fan_key(key) and partition_for(key, partitions) != partition
+    )
 
 
 def durable_partials(
@@ -108,13 +119,19 @@ async def reconcile(settings: Settings, campaign: str | None, fix: bool) -> dict
         await producer.start()
         try:
             for name, body in corrections:
-                await producer.send_and_wait(settings.partials_topic, key=name.encode(), value=body)
+                key = name.encode()
+                partition = partition_for(key, settings.topic_partitions)
+                await producer.send_and_wait(
+                    settings.partials_topic, key=key, value=body, partition=partition
+                )
         finally:
             await producer.stop()
     differing = [item for item in report if item["difference"] is not None]
+    misplaced = misplaced_fans(fans, settings.topic_partitions)
     return {
         "campaigns": len(report),
-        "differences": len(differing),
+        "differences": len(differing) + len(misplaced),
+        "misplacedFans": misplaced[:100],
         "fixed": len({name for name, _ in corrections}),
         "report": report,
     }

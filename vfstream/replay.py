@@ -27,6 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from vfstream.domain.keys import partition_for
 from vfstream.domain.records import parse_iso_datetime
 from vfstream.settings import Settings, get_settings
 from vfstream.topics import changelog_topic, ensure_topics, partition_count
@@ -203,7 +204,8 @@ async def reannounce_runs(settings: Settings) -> int:
     await producer.start()
     try:
         for key, value in messages:
-            await producer.send(settings.partials_topic, value, key=key)
+            partition = partition_for(key, settings.topic_partitions)
+            await producer.send(settings.partials_topic, value, key=key, partition=partition)
         await producer.flush()
     finally:
         await producer.stop()

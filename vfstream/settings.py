@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Compacted: one announcement per ingest transaction, refreshed while it is open, so a
     # dead ingest's transaction is fenced at once instead of stalling every worker.
     ingest_inflight_topic: str = "vf-ingest-inflight"
+    # Records a score batch holds at most (one message of the score-record topic; README
+    # "Score batches"); batches also close before 512 KiB.
+    score_batch_records: int = Field(default=1_000, ge=1, le=10_000)
     # Kafka caps a transaction at transaction.max.timeout.ms (15 min by default);
     # one scoring file is one transaction, so a big file needs most of that.
     ingest_transaction_timeout_ms: int = 600_000
@@ -55,6 +58,8 @@ class Settings(BaseSettings):
     forward_to_entry_service: bool = True
     forward_to_kinesis: bool = True
     standby_replicas: int = Field(default=0, ge=0)
+    # Events Faust buffers per stream; score-record events are batches of up to 512 KiB.
+    stream_buffer_maxsize: int = Field(default=32, ge=1)
     # How fast the group notices a dead worker (kill -9, lost pod) and rebalances.
     session_timeout_seconds: float = Field(default=15.0, gt=0)
 

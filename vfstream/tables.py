@@ -1,8 +1,22 @@
-"""Writing a Faust table key so that the caller can wait until the changelog holds it."""
+"""The fan-state table as the verify agent writes it, and table writes the caller can await.
+
+``FanStateStore`` reads and writes the table's RocksDB partitions directly and writes the
+changelog with its own producer, one Kafka record batch a flush: Faust's per-key path
+(``table[key] = value``: serialisers, a ``FutureMessage`` per key, its producer buffer) cost
+tens of microseconds a key and could not tell the caller when the changelog held a write.
+The table itself stays Faust's: its changelog topic, recovery, standbys and assignment.
+
+Private reaches into Faust (each pinned by ``tests/unit/test_faust_internals.py``):
+``Store._db_for_partition`` (the RocksDB of one partition, rocksdict in raw mode).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
 
 
 def durable_set(table: Any, partition: int, key: bytes, value: bytes) -> Any:
@@ -15,3 +29,75 @@ def durable_set(table: Any, partition: int, key: bytes, value: bytes) -> Any:
     sent = table.send_changelog(partition, key, value)
     table.data[key] = value
     return sent
+
+
+# A changelog record batch stays under the broker's default message.max.bytes (1 MiB).
+CHANGELOG_BATCH_BYTES = 900 * 1024
+
+
+class FanStateStore:
+    """``verification.StateStore`` over a Faust RocksDB table."""
+
+    def __init__(self, table: Any, bootstrap: str) -> None:
+        self.table = table
+        self._bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+
+    def _db(self, partition: int) -> Any:
+        return self.table.data._db_for_partition(partition)
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        value: bytes | None = self._db(partition).get(key)
+        return value
+
+    def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        found: list[bytes | None] = self._db(partition).get(keys)
+        return found
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._starting:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    acks="all",
+                    enable_idempotence=True,
+                    max_batch_size=CHANGELOG_BATCH_BYTES,
+                    linger_ms=0,
+                )
+                await producer.start()
+                self._producer = producer
+            return self._producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def write(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
+        """Write ``items`` in order to the partition's RocksDB and changelog partition; return
+        once the broker holds them all, and remember the changelog offset reached (Faust's
+        recovery reads the changelog from there on a restart)."""
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        self._db(partition).write(batch)
+
+        producer = await self._started()
+        topic = self.table.changelog_topic.get_topic_name()
+        sent: list[asyncio.Future[Any]] = []
+        builder = producer.create_batch()
+        for key, value in items:
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                sent.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None)
+        sent.append(await producer.send_batch(builder, topic, partition=partition))
+        written = await asyncio.gather(*sent)
+        # The offset of the last record of the last batch.
+        last = written[-1].offset + builder.record_count() - 1
+        self.table.data.set_persisted_offset(TP(topic, partition), last)

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
-from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from vfstream.domain.fans import decode_envelope
 from vfstream.domain.keys import fan_key
-from vfstream.domain.ledger import CampaignTotals, FanEnvelope
+from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.windows import parse_window_bounds, shown
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
@@ -80,6 +80,20 @@ def _json(view: View, body: Any, status: int = 200) -> Response:
     return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
 
+ROUTED_HEADER = "X-Vfstream-Routed"
+
+
+def owner_url(stream: VfStream, table: Any, key: str) -> str | None:
+    """The web URL of the worker owning ``key`` in ``table``: the one the assignment gave the
+    partition the one hash picks (``domain.keys.partition_for``), as every producer does."""
+    partition = stream.partition_of(key.encode())
+    topic = table.changelog_topic.get_topic_name()
+    for host, topics in stream.app.router.table_metadata(table.name).items():
+        if partition in topics.get(topic, ()):
+            return str(host).rstrip("/")
+    return None
+
+
 async def _routed(
     stream: VfStream,
     view: View,
@@ -88,22 +102,37 @@ async def _routed(
     key: str,
     local: Callable[[], Awaitable[Response]],
 ) -> Response:
+    """Answer from this worker's store when it owns the key, else proxy to the owner."""
     try:
-        # Faust's router hashes the key with the producer's cluster metadata, which can lack
-        # the table's topic (seen on a fresh worker: "'NoneType' object is not iterable");
-        # asking for its partitions loads it, and costs nothing once it is there.
-        await stream.app.producer._ensure_producer().partitions_for(
-            table.changelog_topic.get_topic_name()
-        )
-        return await stream.app.router.route_req(table.name, key, view.web, request)
-    except SameNode:
+        owner = owner_url(stream, table, key)
+    except Exception as exc:  # no assignment yet (starting, rebalancing)
+        owner, reason = None, str(exc)
+    else:
+        reason = "no worker owns its partition yet"
+    me = str(stream.app.conf.canonical_url).rstrip("/")
+    if owner == me:
         return await local()
-    except Exception as exc:  # owner unknown or unreachable
-        return _json(
-            view,
-            {"error": f"the worker owning this key is unavailable: {exc}", "retryAfter": 2},
-            status=503,
-        )
+    if owner is None or request.headers.get(ROUTED_HEADER):
+        # Unknown owner, or proxied here by a worker whose assignment was older than ours.
+        return _unavailable(view, reason if owner is None else "the assignment is moving")
+    try:
+        async with stream.app.http_client.get(
+            owner + request.raw_path,
+            headers={ROUTED_HEADER: "1"},
+            timeout=aiohttp.ClientTimeout(total=5),
+        ) as answer:
+            body = await answer.read()
+            return view.bytes(body, content_type=answer.content_type, status=answer.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return _unavailable(view, f"{type(exc).__name__}")
+
+
+def _unavailable(view: View, reason: str) -> Response:
+    return _json(
+        view,
+        {"error": f"the worker owning this key is unavailable: {reason}", "retryAfter": 2},
+        status=503,
+    )
 
 
 def register_views(stream: VfStream) -> None:
@@ -171,8 +200,7 @@ def register_views(stream: VfStream) -> None:
                 if not raw:
                     error = f"no state for fan {shown(globalUserId)} of {shown(campaignId)}"
                     return _json(self, {"error": error}, 404)
-                envelope = FanEnvelope.from_bytes(raw)
-                return _json(self, envelope.state.model_dump(mode="json"))
+                return _json(self, decode_envelope(raw).state.public_json())
 
             return await _routed(stream, self, request, stream.fan_states, key, local)
 

@@ -16,6 +16,7 @@ from tests.support.aws import put_object
 from tests.support.waiting import eventually
 from vfstream.devstack.scenario import upload_run, wait_for_counts
 from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.domain.keys import partition_for
 from vfstream.generator import GeneratorConfig, ScoringRun, expected_counts, generate_run, rescore
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
@@ -212,7 +213,7 @@ async def test_replay_to_earliest_keeps_counts_and_rebuild_gives_the_same(
     ("commit_at", "streamed"),
     [
         # Mid-partition: the first event streamed reveals the gap before it.
-        ("200", "rest"),
+        ("2", "rest"),
         # At each partition's end: nothing is streamed; the quiet partitions' tails are read.
         ("999999999", "none"),
     ],
@@ -222,13 +223,15 @@ async def test_records_committed_past_before_they_were_applied_are_read_and_coun
 ) -> None:
     run = generate_run(GeneratorConfig(campaign_id="cgap", campaign_name="t", fans=2000, seed=41))
     truth = expected_counts([run])["cgap"]
+    # Batches of 50 records: each partition holds a dozen or more messages.
+    isolated = isolated.model_copy(update={"score_batch_records": 50})
     await ingest_run(isolated, run, tmp_path)
     # Offsets committed past records no worker ever applied, as Faust's bookkeeping can.
     moved = cli(isolated, "replay", "--to", commit_at)
     assert moved.returncode == 0, moved.stderr
     targets = [p["to"] for p in orjson.loads(moved.stdout)["partitions"]]
-    # Every partition holds more than 200 records (and the target is capped at the end).
-    assert all(t == 200 for t in targets) if streamed == "rest" else min(targets) > 200
+    # Every partition holds more than 2 batches (and the target is capped at the end).
+    assert all(t == 2 for t in targets) if streamed == "rest" else min(targets) > 2
     worker = WorkerProcess(isolated, "gapped", tmp_path / "logs")
     worker.start()
     try:
@@ -237,9 +240,10 @@ async def test_records_committed_past_before_they_were_applied_are_read_and_coun
         assert {k: counts[k] for k in truth} == truth
         _, body = await worker.get_json("/statuses")
         if streamed == "rest":
-            # Offsets 0..199 of each of the 6 partitions, read directly; the rest streamed.
-            assert body["filledRecords"] == 6 * 200
-            assert body["recordsIn"] == run.expected_valid_rows - 6 * 200
+            # Batches 0 and 1 (50 records each) of the 6 partitions, read directly; the rest
+            # streamed.
+            assert body["filledRecords"] == 6 * 2 * 50
+            assert body["recordsIn"] == run.expected_valid_rows - 6 * 2 * 50
         else:
             assert body["filledRecords"] == run.expected_valid_rows
             assert body["recordsIn"] == 0
@@ -280,11 +284,14 @@ async def test_reconcile_reports_nothing_when_healthy_and_fixes_a_corrupted_coun
                 "verified": 10_000,
                 "rejected": 0,
                 "selected": 0,
-                "watermark": 10**12,
+                "watermark": 10**18,
             }
         }
         await producer.send_and_wait(
-            isolated.partials_topic, key=b"crecon", value=orjson.dumps(bogus)
+            isolated.partials_topic,
+            key=b"crecon",
+            value=orjson.dumps(bogus),
+            partition=partition_for(b"crecon", isolated.topic_partitions),
         )
     finally:
         await producer.stop()

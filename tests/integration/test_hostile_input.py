@@ -37,13 +37,13 @@ from vfstream.devstack.scenario import upload_run, wait_for_counts
 from vfstream.devstack.stack import free_port
 from vfstream.devstack.workers import WorkerProcess, run_cli
 from vfstream.domain.inflight import InflightIngest
-from vfstream.domain.keys import fan_key
+from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import CSV_COLUMNS, ScoreRecord
 from vfstream.generator import GeneratorConfig, expected_counts, generate_run, rescore
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.kafka_read import latest_values, read_committed
 from vfstream.settings import Settings
-from vfstream.topics import ensure_topics, partition_of
+from vfstream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -142,13 +142,14 @@ def poison_record(campaign: str, fan: str, rank: int, event_id: str) -> ScoreRec
 
 
 async def produce_records(settings: Settings, records: list[ScoreRecord]) -> None:
-    """Straight onto the score-record topic, as a producer outside vfstream could."""
+    """Straight onto the score-record topic, one record a message, each in its fan's
+    partition, as a producer outside vfstream could."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
         for record in records:
             key = record.key.encode()
-            partition = partition_of(key, settings.topic_partitions)
+            partition = partition_for(key, settings.topic_partitions)
             await producer.send_and_wait(
                 settings.score_records_topic, record.to_json(), key=key, partition=partition
             )

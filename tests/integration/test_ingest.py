@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tests.support.aws import put_object
-from tests.support.kafka import read_committed
+from tests.support.kafka import read_committed, score_records
 from tests.support.rows import SCORING_HEADER, scoring_row
 from tests.support.waiting import eventually
 from vfstream.devstack.workers import WorkerProcess, run_cli
@@ -42,11 +42,9 @@ def campaign_id() -> str:
 
 
 async def committed_keys(settings: Settings, topic: str, prefix: str) -> list[str]:
-    return [
-        m.key.decode()
-        for m in await read_committed(settings, topic)
-        if m.key and m.key.decode().startswith(prefix)
-    ]
+    """The fan keys of the committed score records whose keys start with ``prefix``."""
+    assert topic == settings.score_records_topic
+    return [c.key for c in await score_records(settings) if c.key.startswith(prefix)]
 
 
 async def dead_letters(settings: Settings, object_key: str) -> list[dict]:
@@ -228,11 +226,7 @@ async def test_bom_crlf_and_quoted_newlines_are_accepted(isolated: Settings) -> 
     body = b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n"
     summary = await ingest(isolated, scoring_key(campaign), body)
     assert (summary.status, summary.valid, summary.invalid) == ("ingested", 3, 0)
-    records = [
-        orjson.loads(m.value)
-        for m in await read_committed(isolated, isolated.score_records_topic)
-        if m.key.decode().startswith(campaign)
-    ]
+    records = [c.record for c in await score_records(isolated) if c.key.startswith(campaign)]
     by_user = {r["globalUserId"]: r for r in records}
     assert by_user["u1"]["lastName"] == "Lee, Jr."
     assert by_user["u3"]["firstName"] == 'O"Neil'

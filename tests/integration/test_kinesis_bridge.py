@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.support import kinesalite
-from tests.support.kafka import latest_values, read_committed
+from tests.support.kafka import latest_values, read_committed, score_records
 from tests.support.kinesis import (
     PutRecord,
     create_stream,
@@ -34,6 +34,7 @@ from tests.support.kinesis import (
 from tests.support.rows import feed_document
 from tests.support.waiting import eventually
 from vfstream.devstack.workers import run_cli
+from vfstream.domain.keys import partition_for
 from vfstream.domain.records import ScoreRecord
 from vfstream.domain.shards import ShardCheckpoint
 from vfstream.settings import Settings
@@ -61,10 +62,7 @@ def tuned(settings: Settings, **overrides: Any) -> Settings:
 
 
 async def copied_records(settings: Settings) -> list[ScoreRecord]:
-    return [
-        ScoreRecord.from_json(m.value)
-        for m in await read_committed(settings, settings.score_records_topic)
-    ]
+    return [ScoreRecord.model_validate(c.record) for c in await score_records(settings)]
 
 
 def positions(records: list[ScoreRecord]) -> list[tuple[str, str]]:
@@ -120,9 +118,11 @@ async def test_records_put_to_a_two_shard_stream_reach_the_topic_with_their_sour
         )
         assert record.key == f"cfeed:{source_document['globalUserId']}"
         assert record.id == source_document["id"]
-    # Every copied record is keyed campaign:fan, like the file ingestor's.
-    messages = await read_committed(isolated, isolated.score_records_topic)
-    assert all(m.key == ScoreRecord.from_json(m.value).key.encode() for m in messages)
+    # Every copied record sits in its fan's partition, like the file ingestor's.
+    copied = await score_records(isolated)
+    assert all(
+        c.partition == partition_for(c.key.encode(), isolated.topic_partitions) for c in copied
+    )
 
     last_put = {p.shard_id: p.sequence_number for p in put}  # put order is sequence order
     saved = await checkpoints(isolated, stream)

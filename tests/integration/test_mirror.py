@@ -11,13 +11,13 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from tests.support.aws import put_object
 from tests.support.standard_check import campaign_items, meta_item, plain
-from tests.support.states import sample_state
+from tests.support.states import sample_state, stored_envelope
 from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import eventually
 from vfstream.aws import aws_client
 from vfstream.devstack.scenario import upload_run, wait_for_counts
 from vfstream.devstack.workers import WorkerProcess
-from vfstream.domain.ledger import FanEnvelope
+from vfstream.domain.state import VerificationState
 from vfstream.generator import (
     GeneratorConfig,
     ScoringRun,
@@ -99,17 +99,18 @@ async def test_a_settled_run_is_mirrored_in_the_spec_layout_with_meta_counts(
         worker.stop()
 
 
-def changelog_record(settings: Settings, envelope: FanEnvelope, offset: int) -> ConsumerRecord:
+def changelog_record(settings: Settings, state: VerificationState, offset: int) -> ConsumerRecord:
     topic = f"{settings.app_id}-fan-state-changelog"
-    key = f"{envelope.state.campaignId}:{envelope.state.globalUserId}".encode()
-    return ConsumerRecord(topic, 0, offset, 0, 0, key, envelope.to_bytes(), None, len(key), 0, ())
+    key = state.key.encode()
+    value = stored_envelope(state, offset)
+    return ConsumerRecord(topic, 0, offset, 0, 0, key, value, None, len(key), 0, ())
 
 
 async def test_an_older_version_arriving_after_a_newer_one_leaves_the_newer_item(
     isolated: Settings,
 ) -> None:
-    newer = FanEnvelope(state=sample_state(globalUserId="guard", version=5, score=0.9), offset=10)
-    older = FanEnvelope(state=sample_state(globalUserId="guard", version=2, score=0.1), offset=3)
+    newer = sample_state(globalUserId="guard", version=5, score=0.9)
+    older = sample_state(globalUserId="guard", version=2, score=0.1)
     mirror = DynamoMirror(isolated)
     tp = TopicPartition(f"{isolated.app_id}-fan-state-changelog", 0)
     async with aws_client(isolated, "dynamodb") as dynamo:
@@ -185,9 +186,7 @@ async def test_a_fanlist_file_and_the_mirror_never_erase_each_others_fields(
     """Issue #12: a fanlist row for a mirrored fan left the item with only the fanlist's
     fields (isVerified, events, origin and the scores gone), and the reverse."""
     campaign = f"c7001{int(fanlist_first)}"
-    mirrored = FanEnvelope(
-        state=sample_state(campaignId=campaign, globalUserId="g00001", version=3), offset=1
-    )
+    mirrored = sample_state(campaignId=campaign, globalUserId="g00001", version=3)
     key = f"fanlist/scored/{campaign}/1792497600000.csv"
     await put_object(
         isolated, key, b"memberId,email,globalUserId,score\nm1,g1@example.com,g00001,0.42\n"

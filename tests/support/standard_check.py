@@ -10,12 +10,13 @@ from typing import Any
 import orjson
 from boto3.dynamodb.types import TypeDeserializer
 
+from tests.support.kafka import score_records
 from tests.support.waiting import eventually
 from vfstream.aws import aws_client
 from vfstream.devstack.scenario import wait_for_counts
 from vfstream.devstack.workers import WorkerProcess, run_cli
 from vfstream.domain.ledger import CampaignTotals
-from vfstream.kafka_read import latest_values, read_committed
+from vfstream.kafka_read import latest_values
 from vfstream.reconcile import durable_partials, recount_partials
 from vfstream.settings import Settings
 
@@ -144,11 +145,11 @@ async def count_breakdown(settings: Settings, campaign: str) -> str:
 async def absent_fans(settings: Settings, campaign: str, stored: set[bytes]) -> list[str]:
     """Where the records of fans with no state at all sit in the score topic: a range of
     offsets no worker applied points at the rebalance or flush that skipped it."""
-    prefix = f"{campaign}:".encode()
+    prefix = f"{campaign}:"
     offsets: dict[int, list[int]] = {}
-    for message in await read_committed(settings, settings.score_records_topic):
-        if message.key and message.key.startswith(prefix) and message.key not in stored:
-            offsets.setdefault(message.partition, []).append(message.offset)
+    for found in await score_records(settings):
+        if found.key.startswith(prefix) and found.key.encode() not in stored:
+            offsets.setdefault(found.partition, []).append(found.offset)
     return [
         f"  absent fans' records in partition {partition}: {len(found)} at offsets "
         + ", ".join(f"{low}..{high}" for low, high in offset_ranges(sorted(found))[:8])

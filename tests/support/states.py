@@ -30,3 +30,18 @@ def sample_state(**overrides: object) -> VerificationState:
         "version": 4,
     }
     return VerificationState(**{**values, **overrides})
+
+
+def stored_envelope(state: VerificationState, position: int = 0, pending=(0, 0, 0)) -> bytes:
+    """``state`` as the fan-state table stores it."""
+    from vfstream.domain.fans import Envelope, encode_envelope
+    from vfstream.domain.state import fan_state_of
+
+    return encode_envelope(Envelope(state=fan_state_of(state), position=position, pending=pending))
+
+
+def sample_fan(**overrides: object):  # type: ignore[no-untyped-def]
+    """``sample_state`` in the hot path's form (``fans.FanState``)."""
+    from vfstream.domain.state import fan_state_of
+
+    return fan_state_of(sample_state(**overrides))

@@ -18,7 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vfstream.domain.ledger import FanEnvelope, PartialCounts, resume_offset
+from vfstream.domain.batches import encode_batch
+from vfstream.domain.fans import decode_envelope
+from vfstream.domain.ledger import PartialCounts, resume_offset
 from vfstream.domain.records import ScoreRecord
 from vfstream.verification import VerificationLedger, partial_key, position_key
 
@@ -27,20 +29,25 @@ PARTITION = 0
 
 
 class FakeTable:
-    """A local store plus an ordered changelog, like one partition of a Faust table."""
+    """A local store plus an ordered changelog, like one partition of the fan-state table
+    (``verification.StateStore``)."""
 
     def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
         self.data: dict[bytes, bytes] = dict(data or {})
         self.changelog: list[tuple[bytes, bytes]] = []
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        assert partition == PARTITION
         return self.data.get(key)
 
-    def send_changelog(self, partition: int, key: bytes, value: bytes) -> asyncio.Future[None]:
-        self.changelog.append((key, value))
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+    def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
+        return [self.get(partition, key) for key in keys]
+
+    async def write(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
+        assert partition == PARTITION
+        for key, value in items:
+            self.data[key] = value
+            self.changelog.append((key, value))
 
 
 class FakeSource:
@@ -60,10 +67,11 @@ class FakeSource:
         ]
 
 
-def event(offset: int, record: ScoreRecord) -> Any:
+def event(offset: int, *batch: ScoreRecord) -> Any:
+    """A message of the score-record topic: a score batch of the given records."""
     return SimpleNamespace(
-        key=record.key.encode(),
-        value=record.to_json(),
+        key=None,
+        value=encode_batch([record.to_json() for record in batch]),
         message=SimpleNamespace(partition=PARTITION, offset=offset),
     )
 
@@ -116,7 +124,7 @@ class Run:
     ) -> None:
         import vfstream.verification as verification
 
-        verification.FLUSH_EVERY_EVENTS = self.flush_every
+        verification.FLUSH_EVERY_RECORDS = self.flush_every
         for index, item in enumerate(events):
             if stop_after is not None and index >= stop_after:
                 if mid_flush:
@@ -137,7 +145,7 @@ def recount(store: dict[bytes, bytes]) -> dict[str, tuple[int, int, int]]:
     for key, value in store.items():
         if key.startswith(b"#"):
             continue
-        state = FanEnvelope.from_bytes(value).state
+        state = decode_envelope(value).state
         counts = out.setdefault(state.campaignId, [0, 0, 0])
         counts[0 if state.isVerified else 1] += 1
         counts[2] += state.verdict is True
@@ -162,20 +170,26 @@ def replay_changelog(changelog: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]
     return store
 
 
-def with_markers(items: list[ScoreRecord], markers: set[int]) -> list[Any]:
-    """Events at increasing offsets; an offset in ``markers`` holds a transaction marker."""
-    events, offset = [], 0
-    for record in items:
+def with_markers(
+    items: list[ScoreRecord], markers: set[int], sizes: list[int] | None = None
+) -> list[Any]:
+    """Batches at increasing offsets, of ``sizes`` records each (cycled; one by default); an
+    offset in ``markers`` holds a transaction marker."""
+    events, offset, start, turn = [], 0, 0, 0
+    sizes = sizes or [1]
+    while start < len(items):
         while offset in markers:
             offset += 1
-        events.append(event(offset, record))
-        offset += 1
+        size = sizes[turn % len(sizes)]
+        events.append(event(offset, *items[start : start + size]))
+        start, offset, turn = start + size, offset + 1, turn + 1
     return events
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     items=st.lists(records, min_size=1, max_size=30),
+    sizes=st.lists(st.integers(1, 4), min_size=1, max_size=4),
     markers=st.sets(st.integers(0, 40), max_size=5),
     dropped=st.sets(st.integers(0, 40), max_size=8),
     crash_at=st.integers(0, 30),
@@ -187,6 +201,7 @@ def with_markers(items: list[ScoreRecord], markers: set[int]) -> list[Any]:
 )
 def test_crash_anywhere_then_replay_leaves_partials_equal_to_a_recount(
     items: list[ScoreRecord],
+    sizes: list[int],
     markers: set[int],
     dropped: set[int],
     crash_at: int,
@@ -196,7 +211,7 @@ def test_crash_anywhere_then_replay_leaves_partials_equal_to_a_recount(
     mid_flush: bool,
     flush_every: int,
 ) -> None:
-    events = with_markers(items, markers)
+    events = with_markers(items, markers, sizes)
     end = events[-1].message.offset + 1
     # What the stream hands over: some records are fetched and dropped, as Faust does
     # around a rebalance; the ledger reads them directly.
@@ -292,13 +307,34 @@ def test_redelivered_record_rewrites_a_state_the_changelog_never_got() -> None:
 def flush_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
     import vfstream.verification as verification
 
-    monkeypatch.setattr(verification, "FLUSH_EVERY_EVENTS", 100)
+    monkeypatch.setattr(verification, "FLUSH_EVERY_RECORDS", 100)
+    monkeypatch.setattr(verification, "FLUSH_EVERY_SECONDS", 0.2)
 
 
 def fetched_in(generation: int, offset: int, record: ScoreRecord) -> Any:
     item = event(offset, record)
     item.message.generation_id = generation
     return item
+
+
+def test_a_fan_with_several_rows_in_one_batch_is_a_no_op_when_the_batch_comes_again() -> None:
+    rows = [fan_record("u1")] + [
+        fan_record("u1").model_copy(update={"id": f"u100{rank}", "rank": rank, "isVerified": False})
+        for rank in (1, 2)
+    ]
+
+    async def scenario() -> Run:
+        run = Run(FakeTable(), flush_every=1)
+        await run.ledger.handle(event(0, *rows), run._ack)
+        statuses = await run.ledger.handle(event(0, *rows), run._ack)
+        assert statuses == {"unchanged": 3}
+        return run
+
+    run = asyncio.run(scenario())
+    durable = replay_changelog(run.table.changelog)
+    assert recount(durable) == partials(durable) == {"c1": (0, 1, 0)}
+    state = decode_envelope(durable[b"c1:u1"]).state
+    assert len(state.events) == 3 and state.version == 3
 
 
 def test_a_rebalance_drops_the_unflushed_book_and_its_events_count_once_when_they_come_again(

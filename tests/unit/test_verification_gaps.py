@@ -27,7 +27,8 @@ from vfstream.verification import position_key
 
 @pytest.fixture(autouse=True)
 def flush_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(verification, "FLUSH_EVERY_EVENTS", 100)
+    monkeypatch.setattr(verification, "FLUSH_EVERY_RECORDS", 100)
+    monkeypatch.setattr(verification, "FLUSH_EVERY_SECONDS", 60.0)
 
 
 def partition_events(offsets: list[int]) -> list[Any]:
@@ -57,7 +58,7 @@ def test_records_the_stream_skipped_are_read_and_applied_before_the_next_event(
     assert run.acked == [0, 3, 4]  # only stream events are acknowledged
     assert recount(replay_changelog(run.table.changelog)) == {"c1": (5, 0, 0)}
     assert run.ledger.recorded_position(PARTITION) == 5
-    assert "skipped 2 record(s) between offsets 1 and 2" in caplog.text
+    assert "skipped 2 message(s) (2 records) between offsets 1 and 2" in caplog.text
 
 
 def test_a_hole_of_transaction_markers_reads_empty_and_is_not_read_again(

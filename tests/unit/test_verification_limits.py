@@ -12,7 +12,7 @@ import pytest
 
 import vfstream.verification as verification
 from tests.unit.test_verification_crashes import PARTITION, T0, FakeTable, event, recount
-from vfstream.domain.ledger import FanEnvelope
+from vfstream.domain.fans import decode_envelope
 from vfstream.domain.limits import Limits
 from vfstream.domain.records import RecordSource, ScoreRecord
 from vfstream.domain.state import WriteStatus
@@ -52,17 +52,19 @@ class Harness:
 
     def run(self, records: list[ScoreRecord]) -> list[WriteStatus | None]:
         async def scenario() -> list[WriteStatus | None]:
-            statuses = [
-                await self.ledger.handle(event(offset, record), self._ack)
-                for offset, record in enumerate(records)
-            ]
+            statuses = []
+            for offset, record in enumerate(records):
+                counted = await self.ledger.handle(event(offset, record), self._ack)
+                assert counted is not None
+                [(status, _)] = counted.items()
+                statuses.append(WriteStatus(status))
             await self.ledger.flush(PARTITION, self._ack)
             return statuses
 
         return asyncio.run(scenario())
 
     def state_of(self, fan: str) -> Any:
-        return FanEnvelope.from_bytes(self.table.data[f"c1:{fan}".encode()]).state
+        return decode_envelope(self.table.data[f"c1:{fan}".encode()]).state
 
 
 def test_a_record_that_would_grow_a_fan_past_the_state_limit_is_dead_lettered_alone() -> None:
@@ -101,14 +103,14 @@ def test_a_rank_past_the_events_limit_is_dead_lettered_and_the_fan_keeps_its_sta
 def test_a_record_the_rules_cannot_apply_is_dead_lettered_and_the_partition_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = verification.process_record
+    real = verification.apply_record
 
-    def explode_for_u1(stored: Any, record: ScoreRecord, *args: Any) -> Any:
-        if record.globalUserId == "u1":
+    def explode_for_u1(stored: Any, row: Any, *args: Any) -> Any:
+        if row.globalUserId == "u1":
             raise ValueError("boom")
-        return real(stored, record, *args)
+        return real(stored, row, *args)
 
-    monkeypatch.setattr(verification, "process_record", explode_for_u1)
+    monkeypatch.setattr(verification, "apply_record", explode_for_u1)
     harness = Harness(Limits())
     statuses = harness.run([poison("u1", 0, "a"), poison("u2", 0, "b")])
     assert statuses == [WriteStatus.FAILED, WriteStatus.CREATED]

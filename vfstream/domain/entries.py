@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vfstream.domain.state import VerificationState
+from vfstream.domain.fans import FanState
 
 MAX_RECORDS_PER_REQUEST = 500
 
@@ -31,12 +31,12 @@ def market_ids(markets: Any) -> dict[str, str]:
     return found
 
 
-def rank0_market(state: VerificationState) -> str | None:
+def rank0_market(state: FanState) -> str | None:
     first = state.events[0] if state.events else None
     return first.market if first is not None else None
 
 
-def entry_record(state: VerificationState, market_id: str) -> dict[str, Any]:
+def entry_record(state: FanState, market_id: str) -> dict[str, Any]:
     return {
         "memberId": state.memberId,
         "globalUserId": state.globalUserId,
@@ -60,16 +60,14 @@ class EntryPlan:
     """Requests per campaign, and the rank-0 fans that cannot be sent, with why."""
 
     requests: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
-    unknown_market: list[tuple[VerificationState, str]] = field(default_factory=list)
+    unknown_market: list[tuple[FanState, str]] = field(default_factory=list)
 
     @property
     def records(self) -> int:
         return sum(len(batch) for batches in self.requests.values() for batch in batches)
 
 
-def plan_entries(
-    states: Iterable[VerificationState], markets: Mapping[str, Mapping[str, str]]
-) -> EntryPlan:
+def plan_entries(states: Iterable[FanState], markets: Mapping[str, Mapping[str, str]]) -> EntryPlan:
     """Group rank-0 states by campaign into requests of at most 500 records.
 
     ``markets`` maps a campaign id to its market name -> id table; states of campaigns

@@ -13,6 +13,7 @@ real ones) keep today's readable ``<campaignId>:<globalUserId>``.
 from __future__ import annotations
 
 import re
+import zlib
 
 SEPARATOR = ":"
 BOOKKEEPING_PREFIX = "#"
@@ -52,3 +53,15 @@ def split_fan_key(key: str) -> tuple[str, str]:
 def is_fan_key(key: bytes) -> bool:
     """Whether a fan-state table key holds a fan (not the ledger's bookkeeping)."""
     return not key.startswith(b"#")
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition of a key, for every topic and table the pipeline partitions by key.
+
+    One hash everywhere: the ingestor and the Kinesis bridge send a fan's records to this
+    partition of the score-record topic (the fan-state table's partition), the campaign's
+    partials and reports go to this partition of theirs, and the web views route a key to
+    the worker owning this partition. CRC-32 (``zlib.crc32``, C speed, in every language's
+    standard library) of the key's UTF-8 bytes; Kafka's murmur2 costs 2.5 us a key in Python.
+    """
+    return zlib.crc32(key) % partitions

@@ -6,52 +6,41 @@ partition's transaction. Instead, each source partition keeps its own partial co
 same changelog-backed table as the fan states, and writes go to one changelog partition in
 program order. After a crash the table is therefore a *prefix* of what was written, and:
 
-* a fan's stored envelope remembers the source offset of its last transition and the
-  count change not yet folded into a flushed partial (``pending``);
-* a partial remembers the highest source offset it has folded in (``watermark``);
-* a redelivered record whose offset is at or below its fan's stored offset changes no state;
-  if it *is* that offset and the partial's watermark is below it, the partial never saw the
-  change, so ``pending`` is folded in then.
+* a fan's stored envelope remembers the source position of its last transition (the offset
+  of the batch message and the record's index in it, ``fans.position_of``) and the count
+  change not yet folded into a flushed partial (``pending``);
+* a partial remembers the highest source position it has folded in (``watermark``);
+* a redelivered record whose position is at or below its fan's stored position changes no
+  state; if it *is* that position and the partial's watermark is below it, the partial never
+  saw the change, so ``pending`` is folded in then.
 
-Replay of already-applied offsets is thus a no-op, and a crash anywhere loses nothing and
-counts nothing twice. Run progress uses the same watermark rule.
+Replay of already-applied batches is thus a no-op, record by record (a fan with several rows
+in one batch included), and a crash anywhere loses nothing and counts nothing twice. Run
+progress uses the same watermark rule.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from vfstream.domain.fans import (
+    Delta,
+    Envelope,
+    ScoreRow,
+    WriteStatus,
+    apply_row,
+    encode_envelope,
+)
 from vfstream.domain.limits import DEFAULT_LIMITS, Limits
-from vfstream.domain.records import ScoreRecord
 from vfstream.domain.reports import REMEMBERED_RUNS, RunAnnouncement
 from vfstream.domain.state import (
     CountDelta,
     Counts,
-    VerificationState,
-    WriteStatus,
-    apply_score_record,
 )
-
-
-class FanEnvelope(BaseModel):
-    """What the state table stores for one fan."""
-
-    model_config = ConfigDict(frozen=True)
-
-    state: VerificationState
-    offset: int
-    pending: CountDelta = Field(default_factory=CountDelta)
-
-    def to_bytes(self) -> bytes:
-        return self.__pydantic_serializer__.to_json(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> FanEnvelope:
-        return cls.model_validate_json(data)
 
 
 class PartialCounts(BaseModel):
@@ -68,11 +57,12 @@ class PartialCounts(BaseModel):
     def counts(self) -> Counts:
         return Counts(verified=self.verified, rejected=self.rejected, selected=self.selected)
 
-    def fold(self, delta: CountDelta, offset: int) -> None:
-        self.verified += delta.verified
-        self.rejected += delta.rejected
-        self.selected += delta.selected
-        self.watermark = max(self.watermark, offset)
+    def fold(self, delta: Delta, position: int) -> None:
+        self.verified += delta[0]
+        self.rejected += delta[1]
+        self.selected += delta[2]
+        if position > self.watermark:
+            self.watermark = position
 
 
 class RunProgress(BaseModel):
@@ -85,32 +75,32 @@ class RunProgress(BaseModel):
     watermark: int = -1
 
 
-class Outcome(BaseModel):
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+@dataclass(slots=True)
+class Applied:
+    """What applying one record did."""
 
     status: WriteStatus
-    envelope: FanEnvelope | None  # the envelope to write, None when nothing changes
-    folded: CountDelta  # what was folded into the partial counts
-    counted_for_run: bool
-    # The state already covers this offset: a redelivery after a crash or a replay. The
+    envelope: Envelope | None = None  # the envelope to write; None when nothing changes
+    encoded: bytes | None = None  # ``envelope`` as stored
+    counted_for_run: bool = False
+    # The state already covers this position: a redelivery after a crash or a replay. The
     # stored envelope may exist only in the local store (written there just before a crash,
     # never acknowledged by the changelog), so the caller writes it again.
     redelivered: bool = False
-    encoded: bytes | None = None  # ``envelope`` as stored, when there is one
     reasons: tuple[str, ...] = ()  # why an ``invalid`` record was refused
 
 
-def process_record(
-    stored: FanEnvelope | None,
-    record: ScoreRecord,
-    offset: int,
+def apply_record(
+    stored: Envelope | None,
+    row: ScoreRow,
+    position: int,
     partial: PartialCounts,
     flushed_watermark: int,
     run: RunProgress | None,
-    now: datetime,
+    now: str,
     limits: Limits = DEFAULT_LIMITS,
-) -> Outcome:
-    """Apply one record delivered at ``offset``; mutates ``partial`` and ``run`` in place.
+) -> Applied:
+    """Apply one record at ``position``; mutates ``partial`` and ``run`` in place.
 
     ``flushed_watermark`` is the partial's watermark as last written to the table: a fan's
     pending change may only be forgotten once a flushed partial covers it.
@@ -120,59 +110,37 @@ def process_record(
     its last good state. It still counts towards its run, which would otherwise never settle.
     """
     counted = False
-    if run is not None and offset > run.watermark:
+    if run is not None and position > run.watermark:
         run.applied += 1
-        run.watermark = offset
+        run.watermark = position
         counted = True
-    if stored is not None and offset <= stored.offset:
-        folded = CountDelta()
-        if offset == stored.offset and partial.watermark < offset:
-            folded = stored.pending
-            partial.fold(folded, offset)
-        return Outcome(
-            status=WriteStatus.UNCHANGED,
-            envelope=None,
-            folded=folded,
-            counted_for_run=counted,
-            redelivered=True,
-        )
-    if record.rank >= limits.events_per_fan:
-        return _refused(
-            counted, f"rank {record.rank} is past the limit of {limits.events_per_fan} events"
-        )
-    transition = apply_score_record(stored.state if stored else None, record, now)
-    if transition.status in (WriteStatus.UNCHANGED, WriteStatus.STALE):
-        return Outcome(
-            status=transition.status, envelope=None, folded=CountDelta(), counted_for_run=counted
-        )
-    pending = transition.delta
-    if stored is not None and stored.offset > flushed_watermark:
-        pending = stored.pending + pending
-    envelope = FanEnvelope(state=transition.state, offset=offset, pending=pending)
-    encoded = envelope.to_bytes()
+    if stored is not None and position <= stored.position:
+        if position == stored.position and partial.watermark < position:
+            partial.fold(stored.pending, position)
+        return Applied(WriteStatus.UNCHANGED, counted_for_run=counted, redelivered=True)
+    if row.rank >= limits.events_per_fan:
+        limit = limits.events_per_fan
+        return _refused(counted, f"rank {row.rank} is past the limit of {limit} events")
+    status, state, delta = apply_row(stored.state if stored else None, row, now)
+    if state is None:
+        return Applied(status, counted_for_run=counted)
+    pending = delta
+    if stored is not None and stored.position > flushed_watermark:
+        before = stored.pending
+        pending = (before[0] + delta[0], before[1] + delta[1], before[2] + delta[2])
+    envelope = Envelope(state=state, position=position, pending=pending)
+    encoded = encode_envelope(envelope)
     if len(encoded) > limits.state_bytes:
         return _refused(
             counted,
             f"the fan state would be {len(encoded)} bytes, over the limit of {limits.state_bytes}",
         )
-    partial.fold(transition.delta, offset)
-    return Outcome(
-        status=transition.status,
-        envelope=envelope,
-        folded=transition.delta,
-        counted_for_run=counted,
-        encoded=encoded,
-    )
+    partial.fold(delta, position)
+    return Applied(status, envelope, encoded, counted)
 
 
-def _refused(counted_for_run: bool, reason: str) -> Outcome:
-    return Outcome(
-        status=WriteStatus.INVALID,
-        envelope=None,
-        folded=CountDelta(),
-        counted_for_run=counted_for_run,
-        reasons=(reason,),
-    )
+def _refused(counted_for_run: bool, reason: str) -> Applied:
+    return Applied(WriteStatus.INVALID, counted_for_run=counted_for_run, reasons=(reason,))
 
 
 def resume_offset(committed: int | None, recorded: int | None) -> int | None:

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from vfstream.domain.fans import FanState, decode_envelope
 from vfstream.domain.keys import is_fan_key
-from vfstream.domain.ledger import CampaignTotals, FanEnvelope
+from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
-from vfstream.domain.state import VerificationState
 
 COUNTS_SK = "meta:counts"
 SLACK_COUNTS_SK = "meta:slack:counts"
@@ -37,7 +37,12 @@ class MirrorItem:
         return (self.attributes["PK"], self.attributes["SK"])
 
 
-def fan_item(state: VerificationState) -> MirrorItem:
+def _offset_form(moment: str) -> str:
+    """ISO-8601 with ``+00:00`` for UTC, as the demand table has always held it."""
+    return moment[:-1] + "+00:00" if moment.endswith("Z") else moment
+
+
+def fan_item(state: FanState) -> MirrorItem:
     item: dict[str, Any] = {
         "PK": f"fan:{state.globalUserId}",
         "SK": f"campaign:{state.campaignId}",
@@ -59,7 +64,7 @@ def fan_item(state: VerificationState) -> MirrorItem:
             None if event is None else {"eventId": event.eventId, "market": event.market}
             for event in state.events
         ],
-        "date": {"updated": state.updated.isoformat()},
+        "date": {"updated": _offset_form(state.updated)},
         "version": state.version,
     }
     if state.rank0:
@@ -92,7 +97,7 @@ def item_for_entry(table: MirroredTable, key: bytes, value: bytes | None) -> Mir
     if table is MirroredTable.FAN_STATE:
         if not is_fan_key(key):  # the ledger's partial counts, run progress and index
             return None
-        return fan_item(FanEnvelope.from_bytes(value).state)
+        return fan_item(decode_envelope(value).state)
     if table is MirroredTable.CAMPAIGN_COUNTS:
         totals = CampaignTotals.from_bytes(value)
         counts = totals.counts

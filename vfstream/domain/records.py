@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -399,3 +401,173 @@ def build_score_record(
         )
         return reasons
     return reasons if reasons else record
+
+
+# --- the fast path of row validation -----------------------------------------------------
+
+_ASCII_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_BOOL_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_BANDS = frozenset({"low", "medium", "high"})
+_CONTACT_COLUMNS = (
+    ("memberId", "memberId"),
+    ("firstName", "firstName"),
+    ("lastName", "lastName"),
+    ("phone", "phone"),
+    ("phoneType", "phoneType"),
+    ("phoneConfirmedDate", "phoneConfirmedDate"),
+    ("locale", "locale"),
+)
+_OPTIONAL_FLOATS = (
+    ("localFanscore", "localFanscore"),
+    ("accountFanscore", "accountFanscore"),
+    ("bandScore", "bandScore"),
+    ("nudetect.score", "nudetectScore"),
+)
+
+
+_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def _as_bool(text: str | bool | None) -> bool | None:
+    return _BOOL_TEXT.get(text.lower()) if isinstance(text, str) else None
+
+
+class RowValidator:
+    """Validates the rows of one file in one pass of plain Python (issue #13: ingestion at
+    50,000 rows a second): the record's JSON-ready dict, or None when the row is not plainly
+    valid, in which case ``build_score_record`` (pydantic, every reason) decides.
+
+    It accepts exactly what ``build_score_record`` accepts, and gives the same record (a
+    hypothesis test holds the two equal); anything unusual goes the slow way.
+    """
+
+    def __init__(
+        self,
+        kept: list[tuple[str, int]],
+        scoring_key: ScoringKey,
+        source: dict[str, Any],
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._at = {column: index for column, index in kept}
+        self._campaign = scoring_key.campaign_id
+        self._name = scoring_key.campaign_name
+        # The key's time as a record serialises it.
+        self._scored_at = _DATETIME.dump_python(as_aware(scoring_key.scored_at), mode="json")
+        self._source = source
+        self._limits = limits
+        self._text_limit = limits.field_bytes
+        self._id_limit = limits.id_bytes
+
+    def _text(self, fields: list[str], column: str, limit: int) -> str | bool | None:
+        """The stripped text of a column (None when absent or empty); False when past the
+        limit or unusual, for the slow path."""
+        index = self._at.get(column)
+        if index is None or index >= len(fields):
+            return None
+        text = fields[index].strip()
+        if not text:
+            return None
+        if len(text) * 4 > limit and over_bytes(text, limit) is not None:
+            return False
+        return text
+
+    def validate(self, fields: list[str], line: int) -> dict[str, Any] | None:
+        text, id_limit, limit = self._text, self._id_limit, self._text_limit
+        user = text(fields, "globalUserId", id_limit)
+        row_id = text(fields, "id", id_limit + 3)
+        campaign = text(fields, "campaign_id", id_limit)
+        event_id = text(fields, "event_id", limit)
+        score = self._number(fields, "score")
+        verified = _as_bool(text(fields, "isVerified", limit))
+        if (
+            not user
+            or not row_id
+            or not event_id
+            or campaign != self._campaign
+            or score is None
+            or not 0.0 <= score <= 1.0
+            or verified is None
+            or has_control_characters(user)  # type: ignore[arg-type]
+        ):
+            return None
+        assert isinstance(user, str) and isinstance(row_id, str)
+        rank_text = row_id[-3:]
+        if (
+            len(row_id) < 4
+            or row_id[:-3] != user
+            or not rank_text.isascii()
+            or not rank_text.isdigit()
+        ):
+            return None
+        rank = int(rank_text)
+        if rank >= self._limits.events_per_fan:
+            return None
+        record: dict[str, Any] = {}
+        for column, name in _CONTACT_COLUMNS:
+            value = text(fields, column, limit)
+            if value is False:
+                return None
+            if value is not None:
+                record[name] = value
+        email = text(fields, "email", limit)
+        if email is False:
+            return None
+        if email is not None:
+            email = normalise_email(email)  # type: ignore[arg-type]
+            if email:
+                record["email"] = email
+        record["campaignId"] = campaign
+        record["campaignName"] = self._name
+        record["globalUserId"] = user
+        record["id"] = row_id
+        record["rank"] = rank
+        record["eventId"] = event_id
+        market = text(fields, "hbase", limit)
+        if market is False:
+            return None
+        if market is not None:
+            record["market"] = market
+        record["score"] = score
+        for column, name in _OPTIONAL_FLOATS:
+            index = self._at.get(column)
+            if index is not None and index < len(fields) and fields[index].strip():
+                value = self._number(fields, column)
+                if value is None:
+                    return None
+                record[name] = value
+        record["isVerified"] = verified
+        verdict_text = text(fields, "verdict", limit)
+        if verdict_text is not None:
+            verdict = _as_bool(verdict_text)
+            if verdict is None:
+                return None
+            record["verdict"] = verdict
+        band = text(fields, "nudetect.scoreBand", limit)
+        if band is not None:
+            if not isinstance(band, str) or band.lower() not in _BANDS:
+                return None
+            record["nudetectScoreBand"] = band.lower()
+        for column, name in (("review_notes", "tags"), ("codes", "codes")):
+            value = text(fields, column, limit)
+            if value is False:
+                return None
+            record[name] = (
+                [part.strip() for part in value.split("|") if part.strip()]  # type: ignore[union-attr]
+                if value
+                else []
+            )
+        record["scoredAt"] = self._scored_at
+        record["source"] = {**self._source, "line": line}
+        return record
+
+    def _number(self, fields: list[str], column: str) -> float | None:
+        index = self._at.get(column)
+        if index is None or index >= len(fields):
+            return None
+        text = fields[index].strip()
+        if len(text) * 4 > self._text_limit and over_bytes(text, self._text_limit) is not None:
+            return None
+        if not _ASCII_FLOAT.fullmatch(text):
+            return None
+        value = float(text)
+        return value if math.isfinite(value) else None

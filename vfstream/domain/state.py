@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
+from vfstream.domain.fans import (
+    Event,
+    FanState,
+    WriteStatus,
+    apply_row,
+    iso_now,
+    row_from_record,
+    utc_micros,
+)
 from vfstream.domain.records import (
     EventPreference,
     FanContact,
@@ -21,18 +30,6 @@ from vfstream.domain.records import (
     ScoreRecord,
     record_key,
 )
-
-
-class WriteStatus(StrEnum):
-    """Outcome of one write; `invalid` and `failed` are set by callers, never by the rules here."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-    STALE = "stale"
-    INVALID = "invalid"
-    FAILED = "failed"
-
 
 # Fields that describe the write rather than the fan: they never make a write "changed".
 BOOKKEEPING_FIELDS: frozenset[str] = frozenset({"updated", "version", "source"})
@@ -189,53 +186,45 @@ class Transition(BaseModel):
     delta: CountDelta = Field(default_factory=CountDelta)
 
 
-def _event_of(record: ScoreRecord) -> EventPreference:
-    return EventPreference(eventId=record.eventId, market=record.market)
-
-
-def _fan_fields(record: ScoreRecord, previous: VerificationState | None) -> dict[str, Any]:
-    # campaignName is campaign-level and absent from Kinesis-fed records: a record that
-    # lacks it must not erase a name learned from a file.
-    campaign_name = record.campaignName
-    if campaign_name is None and previous is not None:
-        campaign_name = previous.campaignName
-    return {
-        "campaignId": record.campaignId,
-        "campaignName": campaign_name,
-        "globalUserId": record.globalUserId,
-        "memberId": record.memberId,
-        "email": record.email,
-        "firstName": record.firstName,
-        "lastName": record.lastName,
-        "phone": record.phone,
-        "phoneType": record.phoneType,
-        "phoneConfirmedDate": record.phoneConfirmedDate,
-        "locale": record.locale,
-        "score": record.score,
-        "localFanscore": record.localFanscore,
-        "accountFanscore": record.accountFanscore,
-        "bandScore": record.bandScore,
-        "isVerified": record.isVerified,
-        "verdict": record.verdict,
-        "codes": list(record.codes),
-        "tags": list(record.tags),
-        "nudetect": Nudetect(score=record.nudetectScore, scoreBand=record.nudetectScoreBand),
-        "scoredAt": as_utc(record.scoredAt),
-    }
-
-
-def _events_with(
-    events: list[EventPreference | None], rank: int, event: EventPreference
-) -> list[EventPreference | None]:
-    grown = list(events) + [None] * (rank + 1 - len(events))
-    grown[rank] = event
-    return grown
+def fan_state_of(state: VerificationState) -> FanState:
+    """The hot path's form of a state."""
+    body = orjson.loads(state.to_json())
+    return FanState(
+        campaignId=state.campaignId,
+        campaignName=state.campaignName,
+        globalUserId=state.globalUserId,
+        memberId=state.memberId,
+        email=state.email,
+        firstName=state.firstName,
+        lastName=state.lastName,
+        phone=state.phone,
+        phoneType=state.phoneType,
+        phoneConfirmedDate=state.phoneConfirmedDate,
+        locale=state.locale,
+        score=state.score,
+        localFanscore=state.localFanscore,
+        accountFanscore=state.accountFanscore,
+        bandScore=state.bandScore,
+        isVerified=state.isVerified,
+        verdict=state.verdict,
+        codes=list(state.codes),
+        tags=list(state.tags),
+        nudetectScore=state.nudetect.score,
+        nudetectScoreBand=state.nudetect.scoreBand,
+        events=[None if e is None else Event(e.eventId, e.market) for e in state.events],
+        scoredAt=body["scoredAt"],
+        scored_us=utc_micros(body["scoredAt"]),
+        updated=body["updated"],
+        version=state.version,
+        source=body["source"],
+    )
 
 
 def apply_score_record(
     state: VerificationState | None, record: ScoreRecord, now: datetime
 ) -> Transition:
-    """Fold one record into the fan's state.
+    """Fold one record into the fan's state: ``fans.apply_row`` (the rules the verify agent
+    applies), for callers holding pydantic models.
 
     Ordering is by the file's scoredAt, not by arrival, so replays and out-of-order
     deliveries converge: older files are `stale`, a newer file starts a fresh events list,
@@ -243,40 +232,19 @@ def apply_score_record(
     """
     if state is not None and state.key != record.key:
         raise ValueError(f"record {record.key!r} cannot be applied to state {state.key!r}")
-    scored_at = as_utc(record.scoredAt)
-    # model_construct: every value below comes from validated models; this runs per record.
-    if state is None:
-        created = VerificationState.model_construct(
-            **_fan_fields(record, None),
-            events=_events_with([], record.rank, _event_of(record)),
-            updated=now,
-            version=1,
-            source=record.source,
-        )
-        return Transition(
-            state=created, status=WriteStatus.CREATED, delta=count_delta(None, created)
-        )
-    if scored_at < state.scoredAt:
-        return Transition(state=state, status=WriteStatus.STALE)
-    base_events = state.events if scored_at == state.scoredAt else []
-    candidate = VerificationState.model_construct(
-        **_fan_fields(record, state),
-        events=_events_with(base_events, record.rank, _event_of(record)),
-        updated=state.updated,
-        version=state.version,
-        source=state.source,
+    row = row_from_record(orjson.loads(record.to_json()))
+    status, applied, delta = apply_row(
+        fan_state_of(state) if state is not None else None, row, iso_now(as_utc(now))
     )
-    if _same_fan_data(candidate, state):
-        return Transition(state=state, status=WriteStatus.UNCHANGED)
-    updated = candidate.model_copy(
-        update={"updated": as_utc(now), "version": state.version + 1, "source": record.source}
+    if applied is None:
+        assert state is not None
+        return Transition(state=state, status=status)
+    verified, rejected, selected = delta
+    return Transition(
+        state=applied.to_verification_state(),
+        status=status,
+        delta=CountDelta(verified=verified, rejected=rejected, selected=selected),
     )
-    return Transition(state=updated, status=WriteStatus.UPDATED, delta=count_delta(state, updated))
-
-
-def _same_fan_data(a: VerificationState, b: VerificationState) -> bool:
-    """fan_data() equality without dumping both models (this runs once per record)."""
-    return all(getattr(a, name) == getattr(b, name) for name in _FAN_DATA_FIELDS)
 
 
 def _standing(state: VerificationState) -> CountDelta:

@@ -22,10 +22,22 @@ csv.field_size_limit(MAX_ROW_BYTES * 2)
 
 @dataclass(slots=True)
 class CsvRow:
+    """One row: its first line's number, its raw text, its fields and row-level faults.
+
+    ``fields`` are in the header's order; ``kept`` pairs each wanted column with its index.
+    """
+
     line: int
     raw: str
-    values: dict[str, str]
+    fields: list[str]
+    kept: list[tuple[str, int]]
     reasons: list[str] = field(default_factory=list)
+
+    @property
+    def values(self) -> dict[str, str]:
+        """The wanted columns present in this row, by name."""
+        fields, count = self.fields, len(self.fields)
+        return {column: fields[index] for column, index in self.kept if index < count}
 
 
 class _OverlongLine(Exception):
@@ -241,13 +253,15 @@ def read_csv_rows(
             tap.resync()
             raw, overlong = tap.take()
             reasons = [*_row_faults(raw, overlong, 0, 0), f"row: malformed CSV ({exc})"]
-            yield CsvRow(start_line, raw, {}, reasons)
+            yield CsvRow(start_line, raw, [], kept, reasons)
             continue
         else:
             raw, overlong = tap.take()
         if not fields:
             continue
         n_fields = len(fields)
-        reasons = _row_faults(raw, overlong, n_fields, n_header)
-        values = {column: fields[index] for column, index in kept if index < n_fields}
-        yield CsvRow(start_line, raw, values, reasons)
+        if overlong or n_fields > n_header or not raw.isascii() or len(raw) > MAX_ROW_BYTES // 4:
+            reasons = _row_faults(raw, overlong, n_fields, n_header)
+        else:
+            reasons = []  # the common row: nothing to check
+        yield CsvRow(start_line, raw, fields, kept, reasons)

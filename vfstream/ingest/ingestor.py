@@ -26,8 +26,11 @@ from aiokafka import AIOKafkaProducer
 from botocore.exceptions import ClientError
 
 from vfstream.aws import aws_client
+from vfstream.domain.batches import BatchBuilder
+from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import (
     RowRejection,
+    RowValidator,
     ScoringFileError,
     build_score_record,
     parse_scoring_key,
@@ -39,11 +42,10 @@ from vfstream.ingest.s3body import BlockingS3Body, FileTooLarge, open_text
 from vfstream.kafka_read import latest_values
 from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
-from vfstream.topics import partition_of
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 2_000
+CHUNK_ROWS = 5_000
 _STOP = object()
 
 
@@ -96,9 +98,12 @@ def file_id(bucket: str, key: str, etag: str) -> str:
 
 @dataclass
 class _Chunk:
-    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """What the parser hands the event loop: finished batches and dead letters."""
+
+    batches: list[tuple[int, bytes]] = field(default_factory=list)
     rejections: list[tuple[bytes, bytes]] = field(default_factory=list)
     rows: int = 0
+    records: int = 0
 
 
 class IngestedFiles:
@@ -215,33 +220,35 @@ class ScoringFileIngestor:
         bar = self._progress_bar(int(obj.get("ContentLength") or 0), summary.key)
         body = BlockingS3Body(obj["Body"], loop, on_bytes=bar.update if bar else None)
         cancelled = threading.Event()
+        topic = self.settings.score_records_topic
+        partitions = await _partition_count(producer, topic)
 
         def put(item: Any) -> None:
             asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
         def parse() -> None:
             try:
-                self._parse_into(body, scoring_key, summary, put, cancelled)
+                self._parse_into(body, scoring_key, summary, partitions, put, cancelled)
                 put(_STOP)
             except BaseException as exc:
                 put(exc)
 
-        topic = self.settings.score_records_topic
-        dead_topic = self.settings.dead_letter_topic
         await producer.begin_transaction()
         thread = threading.Thread(target=parse, name="scoring-file-parser", daemon=True)
         thread.start()
         try:
-            writer = _PartitionedWriter(producer)
+            sender = _Sender(producer)
             while True:
                 item = await queue.get()
                 if item is _STOP:
                     break
                 if isinstance(item, BaseException):
                     raise item
-                await writer.add(topic, item.records)
-                await writer.add(dead_topic, item.rejections)
-                summary.produced += len(item.records)
+                for partition, batch in item.batches:
+                    await sender.send(topic, batch, partition=partition)
+                for key, letter in item.rejections:
+                    await sender.send(self.settings.dead_letter_topic, letter, key=key)
+                summary.produced += item.records
                 if self._on_chunk is not None:
                     self._on_chunk(item.rows)
             summary.status = "ingested"
@@ -249,11 +256,17 @@ class ScoringFileIngestor:
             # The campaign's tally learns, in the same transaction, what settles this run.
             announcement = run_announcement(marker)
             if announcement is not None:
-                await writer.add(self.settings.partials_topic, [announcement])
-            await writer.add(
-                self.settings.ingested_files_topic, [(this_file.encode(), orjson.dumps(marker))]
+                campaign, body_bytes = announcement
+                await sender.send(
+                    self.settings.partials_topic,
+                    body_bytes,
+                    key=campaign,
+                    partition=partition_for(campaign, partitions),
+                )
+            await sender.send(
+                self.settings.ingested_files_topic, orjson.dumps(marker), key=this_file.encode()
             )
-            await writer.flush()
+            await sender.flush()
             await producer.commit_transaction()
         except BaseException:
             cancelled.set()
@@ -274,13 +287,22 @@ class ScoringFileIngestor:
         body: BlockingS3Body,
         scoring_key: Any,
         summary: IngestSummary,
+        partitions: int,
         put: Callable[[Any], None],
         cancelled: threading.Event,
     ) -> None:
+        """Read, validate and batch the file's rows (in a thread beside the event loop).
+
+        Valid rows go into a score batch per table partition (``domain.batches``); a fan's
+        rows are consecutive in a file, so its key is hashed once.
+        """
         bucket, key, etag = summary.bucket, summary.key, summary.etag or ""
-        run = summary.runId
+        source = {"bucket": bucket, "key": key, "etag": etag, "run": summary.runId}
         limits = self.settings.limits
+        batches = BatchBuilder(max_records=self.settings.score_batch_records)
         chunk = _Chunk()
+        validator: RowValidator | None = None
+        last_fan, partition = b"", 0
         try:
             text = open_text(body, scoring_key.gzipped, limits.file_bytes)
             for row in read_scoring_rows(text):
@@ -293,26 +315,29 @@ class ScoringFileIngestor:
                         "raise VFSTREAM_LIMIT_FILE_ROWS to take it"
                     )
                 chunk.rows += 1
-                source = {"bucket": bucket, "key": key, "etag": etag, "line": row.line, "run": run}
-                result = build_score_record(row.values, scoring_key, source, limits)
-                if isinstance(result, list) or row.reasons:
-                    reasons = [*row.reasons, *(result if isinstance(result, list) else [])]
-                    rejection = RowRejection(
-                        bucket=bucket,
-                        key=key,
-                        etag=etag,
-                        line=row.line,
-                        raw=printable_raw(row.raw),
-                        reasons=reasons,
-                        campaignId=scoring_key.campaign_id,
-                    )
-                    summary.invalid += 1
-                    chunk.rejections.append(
-                        (f"s3://{bucket}/{key}:{row.line}".encode(), rejection.to_json())
-                    )
+                if validator is None:
+                    validator = RowValidator(row.kept, scoring_key, source, limits)
+                record = None if row.reasons else validator.validate(row.fields, row.line)
+                if record is not None:
+                    encoded = orjson.dumps(record)
+                    fan = fan_key(record["campaignId"], record["globalUserId"]).encode()
                 else:
-                    summary.valid += 1
-                    chunk.records.append((result.key.encode(), result.to_json()))
+                    result = build_score_record(
+                        row.values, scoring_key, {**source, "line": row.line}, limits
+                    )
+                    if isinstance(result, list) or row.reasons:
+                        reasons = [*row.reasons, *(result if isinstance(result, list) else [])]
+                        chunk.rejections.append(self._rejection(summary, scoring_key, row, reasons))
+                        summary.invalid += 1
+                        continue
+                    encoded, fan = result.to_json(), result.key.encode()
+                if fan != last_fan:
+                    partition, last_fan = partition_for(fan, partitions), fan
+                summary.valid += 1
+                chunk.records += 1
+                done = batches.add(partition, encoded)
+                if done is not None:
+                    chunk.batches.append((partition, done))
                 if chunk.rows >= CHUNK_ROWS:
                     put(chunk)
                     chunk = _Chunk()
@@ -320,8 +345,23 @@ class ScoringFileIngestor:
             raise ScoringFileError(str(exc)) from exc
         except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
             raise ScoringFileError(f"corrupt or truncated gzip stream: {exc}") from exc
-        if chunk.rows:
-            put(chunk)
+        chunk.batches.extend(batches.drain())
+        put(chunk)
+
+    @staticmethod
+    def _rejection(
+        summary: IngestSummary, scoring_key: Any, row: Any, reasons: list[str]
+    ) -> tuple[bytes, bytes]:
+        rejection = RowRejection(
+            bucket=summary.bucket,
+            key=summary.key,
+            etag=summary.etag or "",
+            line=row.line,
+            raw=printable_raw(row.raw),
+            reasons=reasons,
+            campaignId=scoring_key.campaign_id,
+        )
+        return f"s3://{summary.bucket}/{summary.key}:{row.line}".encode(), rejection.to_json()
 
     async def _report_file_failure(
         self, producer: AIOKafkaProducer, summary: IngestSummary, this_file: str
@@ -360,55 +400,31 @@ class ScoringFileIngestor:
         )
 
 
-class _PartitionedWriter:
-    """Packs messages into per-partition batches, keyed like Kafka's default partitioner."""
+async def _partition_count(producer: AIOKafkaProducer, topic: str) -> int:
+    count = len(await producer.partitions_for(topic) or ())
+    if count == 0:
+        raise RuntimeError(f"topic {topic!r} does not exist; run `vfstream dev up`")
+    return count
+
+
+class _Sender:
+    """Sends inside the file's transaction, keeping the delivery futures bounded; ``flush``
+    waits for every one (a transaction may only commit after its sends are done)."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
-        self._partitions: dict[str, int] = {}
-        self._builders: dict[tuple[str, int], Any] = {}
         self._futures: list[asyncio.Future[Any]] = []
 
-    async def _partition_count(self, topic: str) -> int:
-        count = self._partitions.get(topic)
-        if count is None:
-            count = len(await self._producer.partitions_for(topic) or ())
-            if count == 0:
-                raise RuntimeError(f"topic {topic!r} does not exist; run `vfstream dev up`")
-            self._partitions[topic] = count
-        return count
-
-    async def add(self, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
-        if not messages:
-            return
-        count = await self._partition_count(topic)
-        last_key, partition = b"", 0
-        for key, value in messages:
-            if key != last_key:  # a fan's rows are consecutive: hash each key once
-                partition = partition_of(key, count)
-                last_key = key
-            slot = (topic, partition)
-            builder = self._builders.get(slot)
-            if builder is None:
-                builder = self._builders[slot] = self._producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                await self._send(slot, builder)
-                builder = self._builders[slot] = self._producer.create_batch()
-                builder.append(key=key, value=value, timestamp=None)
-
-    async def _send(self, slot: tuple[str, int], builder: Any) -> None:
-        builder.close()
-        future = await self._producer.send_batch(builder, slot[0], partition=slot[1])
+    async def send(
+        self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None
+    ) -> None:
+        future = await self._producer.send(topic, value, key=key, partition=partition)
         self._futures.append(future)
-        if len(self._futures) > 64:
-            done = [f for f in self._futures if f.done()]
-            for f in done:
-                f.result()
+        if len(self._futures) > 256:
+            for done in [f for f in self._futures if f.done()]:
+                done.result()
             self._futures = [f for f in self._futures if not f.done()]
 
     async def flush(self) -> None:
-        for slot, builder in list(self._builders.items()):
-            await self._send(slot, builder)
-        self._builders.clear()
         await asyncio.gather(*self._futures)
         self._futures.clear()

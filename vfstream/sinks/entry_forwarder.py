@@ -16,9 +16,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from vfstream.domain.entries import market_ids, plan_entries
+from vfstream.domain.fans import FanState, decode_envelope
 from vfstream.domain.keys import is_fan_key
-from vfstream.domain.ledger import FanEnvelope
-from vfstream.domain.state import VerificationState
 from vfstream.metrics import DEAD_LETTERS, ENTRY_RECORDS
 from vfstream.settings import Settings
 from vfstream.sinks.entry_service import EntryService, EntryServiceError
@@ -59,7 +58,7 @@ class EntryForwarder:
     async def _handle(self, batch: Batch, relay: TopicRelay) -> int:
         return await self.forward(states_of(batch))
 
-    async def forward(self, states: list[VerificationState]) -> int:
+    async def forward(self, states: list[FanState]) -> int:
         """Send the rank-0 states; returns how many records the entry service accepted."""
         rank0 = [state for state in states if state.rank0]
         markets: dict[str, dict[str, str]] = {}
@@ -88,7 +87,7 @@ class EntryForwarder:
         return sent
 
     async def _report(
-        self, campaign: str, states: list[VerificationState], reason: str, outcome: str
+        self, campaign: str, states: list[FanState], reason: str, outcome: str
     ) -> None:
         records = [{"globalUserId": s.globalUserId, "campaignId": s.campaignId} for s in states]
         await self._dead_letter(campaign, records, reason, outcome)
@@ -114,16 +113,16 @@ class EntryForwarder:
         )
 
 
-def states_of(batch: Batch) -> list[VerificationState]:
+def states_of(batch: Batch) -> list[FanState]:
     """The newest state of each fan in a fan-state changelog batch."""
-    latest: dict[bytes, VerificationState] = {}
+    latest: dict[bytes, FanState] = {}
     for records in batch.values():
         for record in records:
             key = record.key or b""
             if not is_fan_key(key) or record.value is None:
                 continue
             try:
-                latest[key] = FanEnvelope.from_bytes(record.value).state
+                latest[key] = decode_envelope(record.value).state
             except ValueError as exc:
                 log.error("unreadable fan-state entry at offset %d skipped: %s", record.offset, exc)
     return list(latest.values())

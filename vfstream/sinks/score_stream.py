@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from pydantic import ValidationError
+import orjson
 
 from vfstream.aws import aws_client
-from vfstream.domain.records import ScoreRecord
+from vfstream.domain.batches import MalformedBatch, decode_batch
+from vfstream.domain.fans import MalformedRecord, row_from_record
 from vfstream.metrics import RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
 from vfstream.sinks.kinesis import KinesisForwarder, KinesisRecord
@@ -25,17 +26,22 @@ log = logging.getLogger(__name__)
 
 
 def scores_stream_records(batch: Batch) -> list[KinesisRecord]:
-    """The batch's valid score records as Kinesis records, in topic order per partition."""
+    """The batch's valid score records as Kinesis records (one each, as the record's own
+    JSON), in topic order per partition. Score batches are opened; what the verify agent
+    would refuse is left out (it dead-letters it)."""
     out: list[KinesisRecord] = []
     for records in batch.values():
         for message in records:
-            if message.value is None:
-                continue
             try:
-                record = ScoreRecord.from_json(message.value)
-            except (ValidationError, ValueError):
-                continue  # the verify agent dead-letters it
-            out.append(KinesisRecord(partition_key=record.globalUserId, data=message.value))
+                decoded = decode_batch(message.value)
+            except MalformedBatch:
+                continue
+            for obj in decoded:
+                try:
+                    row = row_from_record(obj)
+                except MalformedRecord:
+                    continue
+                out.append(KinesisRecord(partition_key=row.globalUserId, data=orjson.dumps(obj)))
     return out
 
 

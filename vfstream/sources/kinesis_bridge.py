@@ -37,6 +37,8 @@ from tenacity import (
 )
 
 from vfstream.aws import aws_client
+from vfstream.domain.batches import BatchBuilder
+from vfstream.domain.keys import partition_for
 from vfstream.domain.kinesis_feed import (
     DEAD_LETTER_KIND,
     FeedPosition,
@@ -467,18 +469,28 @@ class KinesisBridge:
 
     async def _commit(self, producer: AIOKafkaProducer, batch: _Batch) -> None:
         settings = self.settings
-        messages = [
-            *((settings.score_records_topic, key, value) for key, value in batch.records),
-            *((settings.dead_letter_topic, key, value) for key, value in batch.dead_letters),
+        # Score records travel as score batches, one per table partition, like an ingest's.
+        partitions = settings.topic_partitions
+        builder = BatchBuilder(max_records=settings.score_batch_records)
+        score_batches: list[tuple[int, bytes]] = []
+        for key, value in batch.records:
+            partition = partition_for(key, partitions)
+            done = builder.add(partition, value)
+            if done is not None:
+                score_batches.append((partition, done))
+        score_batches.extend(builder.drain())
+        messages: list[tuple[str, bytes | None, bytes, int | None]] = [
+            *((settings.score_records_topic, None, value, p) for p, value in score_batches),
+            *((settings.dead_letter_topic, key, value, None) for key, value in batch.dead_letters),
             *(
-                (settings.bridge_checkpoints_topic, c.key.encode(), c.to_json())
+                (settings.bridge_checkpoints_topic, c.key.encode(), c.to_json(), None)
                 for c in batch.checkpoints
             ),
         ]
         async with producer.transaction():
             sent = []
-            for topic, key, value in messages:
-                delivery = await producer.send(topic, value, key=key)
+            for topic, key, value, partition in messages:
+                delivery = await producer.send(topic, value, key=key, partition=partition)
                 # When one send fails (fenced, say) the others fail too and are never awaited;
                 # reading their outcome here keeps asyncio from reporting each of them.
                 delivery.add_done_callback(_consume_outcome)

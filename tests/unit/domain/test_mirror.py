@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.states import sample_state
-from vfstream.domain.ledger import CampaignTotals, FanEnvelope, PartialCounts
+from tests.support.states import sample_fan, sample_state, stored_envelope
+from vfstream.domain.ledger import CampaignTotals, PartialCounts
 from vfstream.domain.mirror import (
     COUNTS_SK,
     SLACK_COUNTS_SK,
@@ -24,7 +24,7 @@ from vfstream.domain.state import Counts
 
 
 def test_fan_item_has_the_spec_layout() -> None:
-    item = fan_item(sample_state())
+    item = fan_item(sample_fan())
     assert item.version == 4
     assert item.attributes == {
         "PK": "fan:u1",
@@ -49,12 +49,12 @@ def test_fan_item_has_the_spec_layout() -> None:
 
 
 def test_a_fan_without_rank_0_has_no_rank_attribute() -> None:
-    item = fan_item(sample_state(events=[None, EventPreference(eventId="e1")]))
+    item = fan_item(sample_fan(events=[None, EventPreference(eventId="e1")]))
     assert "rank" not in item.attributes
 
 
 def test_fan_state_entries_become_fan_items_and_bookkeeping_keys_nothing() -> None:
-    body = FanEnvelope(state=sample_state(), offset=9).to_bytes()
+    body = stored_envelope(sample_state(), 9)
     item = item_for_entry(MirroredTable.FAN_STATE, b"c1:u1", body)
     assert item is not None and item.key == ("fan:u1", "campaign:c1")
     for key in (b"#counts:0:c1", b"#run:0:r1", b"#index:0"):
@@ -93,7 +93,7 @@ def test_an_unreadable_entry_is_a_value_error() -> None:
 
 
 def versioned(gid: str, version: int) -> MirrorItem:
-    return fan_item(sample_state(globalUserId=gid, version=version))
+    return fan_item(sample_fan(globalUserId=gid, version=version))
 
 
 @given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 9)), max_size=40))

@@ -18,6 +18,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from tests.support.rows import MINIMAL_ROW
 from vfstream.cli.main import build_parser
+from vfstream.domain.batches import decode_batch
+from vfstream.domain.keys import partition_for
 from vfstream.domain.records import ScoreRecord
 from vfstream.domain.shards import ShardCheckpoint
 from vfstream.metrics import BRIDGE_AWS_RETRIES
@@ -120,6 +122,12 @@ class FakeKinesis:
         return answer
 
 
+def _done() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
 class FakeProducer:
     """Keeps what committed transactions produced; ``fail_commits`` commits raise."""
 
@@ -140,9 +148,18 @@ class FakeProducer:
         finally:
             self._open = None
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+    ) -> asyncio.Future[None]:
         assert self._open is not None, "sent outside a transaction"
-        self._open.append((topic, key, value))
+        if topic == SETTINGS.score_records_topic:
+            # Score batches: one message per table partition, each record where the hash says.
+            for record in decode_batch(value):
+                fan = ScoreRecord.model_validate(record).key.encode()
+                assert partition == partition_for(fan, SETTINGS.topic_partitions)
+                self._open.append((topic, fan, orjson.dumps(record)))
+            return _done()
+        self._open.append((topic, key or b"", value))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
@@ -179,6 +196,7 @@ async def drain(
 
 
 def copied(producer: FakeProducer) -> list[str]:
+    """The fans copied, in order per table partition (score batches keep no order across)."""
     return [
         ScoreRecord.from_json(value).globalUserId
         for _, value in producer.topic(SETTINGS.score_records_topic)
@@ -246,7 +264,7 @@ async def test_an_expired_iterator_is_replaced_from_the_committed_position() -> 
     producer = FakeProducer()
     await drain(kinesis, producer, on_commit=expire_the_iterator)
 
-    assert copied(producer) == ["u0", "u1", "u2", "u3", "u4"]
+    assert sorted(copied(producer)) == ["u0", "u1", "u2", "u3", "u4"]
     iterators = [args for name, args in kinesis.calls if name == "GetShardIterator"]
     assert [i["ShardIteratorType"] for i in iterators] == ["TRIM_HORIZON", "AFTER_SEQUENCE_NUMBER"]
     assert iterators[1]["StartingSequenceNumber"] == "3"
@@ -267,18 +285,18 @@ async def test_a_failed_commit_leaves_the_checkpoint_so_a_restart_repeats_nothin
 
     with pytest.raises(RuntimeError, match="commit failed"):
         await drain(kinesis, producer, on_commit=count)
-    assert copied(producer) == ["u0", "u1", "u2"]
+    assert sorted(copied(producer)) == ["u0", "u1", "u2"]
     assert producer.checkpoints()["s0"].sequenceNumber == "3"
 
     await drain(kinesis, producer, producer.checkpoints())
-    assert copied(producer) == [f"u{i}" for i in range(7)]
+    assert sorted(copied(producer)) == [f"u{i}" for i in range(7)]
 
 
 async def test_invalid_records_are_dead_lettered_in_the_same_transaction() -> None:
     kinesis = FakeKinesis([FakeShard("s0", records=[document(0), b"oops", document(2)])])
     producer = FakeProducer()
     copier = await drain(kinesis, producer)
-    assert copied(producer) == ["u0", "u2"]
+    assert sorted(copied(producer)) == ["u0", "u2"]
     [(key, value)] = producer.topic(SETTINGS.dead_letter_topic)
     assert key == b"kinesis://feed/s0/2"
     assert orjson.loads(value)["reasons"][0].startswith("record: not valid JSON")

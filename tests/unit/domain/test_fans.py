@@ -1,0 +1,104 @@
+"""The hot path's rows, states and stored envelopes (issue #13)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.domain.test_records import valid_rows
+from vfstream.domain.fans import (
+    Envelope,
+    MalformedRecord,
+    decode_envelope,
+    encode_envelope,
+    position_of,
+    row_from_record,
+)
+from vfstream.domain.records import RecordSource, ScoreRecord, ScoringKey, build_score_record
+from vfstream.domain.state import apply_score_record, fan_state_of
+
+SOURCE = RecordSource(bucket="b", key="k", etag="e", line=2, run="r1")
+NOW = datetime(2026, 11, 30, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+def record_of(case: tuple[dict[str, str], ScoringKey]) -> ScoreRecord:
+    values, key = case
+    record = build_score_record(values, key, SOURCE)
+    assert isinstance(record, ScoreRecord), record
+    return record
+
+
+@settings(max_examples=150, deadline=None)
+@given(valid_rows(), st.integers(0, 10**9), st.integers(-3, 3))
+def test_an_envelope_round_trips_and_shows_the_verification_states_json(
+    case: tuple[dict[str, str], ScoringKey], position: int, pending: int
+) -> None:
+    state = apply_score_record(None, record_of(case), NOW).state
+    fan = fan_state_of(state)
+    envelope = Envelope(state=fan, position=position, pending=(pending, -pending, 0))
+    again = decode_envelope(encode_envelope(envelope))
+    assert again == envelope
+    assert again.state.public_json() == state.model_dump(mode="json")
+    assert again.state.to_verification_state() == state
+
+
+@settings(max_examples=150, deadline=None)
+@given(valid_rows())
+def test_a_records_json_becomes_a_row_with_its_values(
+    case: tuple[dict[str, str], ScoringKey],
+) -> None:
+    record = record_of(case)
+    row = row_from_record(orjson.loads(record.to_json()))
+    assert (row.campaignId, row.globalUserId, row.rank) == (
+        record.campaignId,
+        record.globalUserId,
+        record.rank,
+    )
+    assert row.score == record.score and row.isVerified == record.isVerified
+    assert row.tags == record.tags and row.key == record.key
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"rank": "1"}, "rank"),
+        ({"rank": 1000}, "rank"),
+        ({"score": 2}, "score"),
+        ({"score": None}, "score"),
+        ({"isVerified": "true"}, "isVerified"),
+        ({"campaignId": ""}, "campaignId"),
+        ({"scoredAt": "yesterday"}, "scoredAt"),
+        ({"tags": "a|b"}, "tags"),
+        ({"surprise": 1}, "record: unknown fields"),
+        ({"nudetectScoreBand": "LOW"}, "nudetectScoreBand"),
+    ],
+)
+def test_a_malformed_record_is_refused_with_its_reason(change: dict, reason: str) -> None:
+    body = {
+        "campaignId": "c1",
+        "globalUserId": "u1",
+        "id": "u1000",
+        "rank": 0,
+        "eventId": "e",
+        "score": 0.5,
+        "isVerified": True,
+        "scoredAt": "2026-10-20T12:00:00Z",
+        **change,
+    }
+    with pytest.raises(MalformedRecord) as refused:
+        row_from_record(body)
+    assert any(r.startswith(reason) for r in refused.value.reasons), refused.value.reasons
+
+
+def test_positions_order_records_by_message_then_index() -> None:
+    assert position_of(5, 999) < position_of(6, 0) < position_of(6, 1)
+
+
+def test_anything_else_is_not_an_envelope() -> None:
+    for data in (b"", b"{}", b"[1, 2]", b"[3" + b", 0" * 29 + b"]"):
+        with pytest.raises(ValueError):
+            decode_envelope(data)
