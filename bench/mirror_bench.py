@@ -48,7 +48,7 @@ def _records(settings: Settings, start: int, count: int, version: int) -> list[C
     for offset, number in enumerate(range(start, start + count)):
         state = _state(number, version)
         key = f"cbench:{state.globalUserId}".encode()
-        body = encode_envelope(Envelope(state=fan_state_of(state), position=offset))
+        body = encode_envelope(Envelope(offset, (0, 0, 0), fan_state_of(state)))
         out.append(ConsumerRecord(topic, 0, offset, 0, 0, key, body, None, len(key), 0, ()))
     return out
 

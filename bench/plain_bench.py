@@ -19,15 +19,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from rocksdict import Options, Rdict, WriteBatch
 
-from vfstream.domain.batches import decode_batch
 from vfstream.domain.fans import (
     Envelope,
+    ScoreRow,
     apply_row,
     decode_envelope,
     encode_envelope,
     iso_now,
     position_of,
-    row_from_record,
+    read_batch,
 )
 from vfstream.domain.keys import fan_key
 from vfstream.settings import Settings
@@ -81,8 +81,8 @@ async def plain_verify_and_tally(
                 db, staged = dbs[tp.partition], {}
                 now = iso_now()
                 for message in messages:
-                    for index, obj in enumerate(decode_batch(message.value)):
-                        row = row_from_record(obj)
+                    for index, row in enumerate(read_batch(message.value)):
+                        assert isinstance(row, ScoreRow)
                         key = fan_key(row.campaignId, row.globalUserId).encode()
                         envelope = staged.get(key)
                         if envelope is None:
@@ -90,7 +90,8 @@ async def plain_verify_and_tally(
                             envelope = decode_envelope(raw) if raw else None
                         _, state, delta = apply_row(envelope.state if envelope else None, row, now)
                         if state is not None:
-                            staged[key] = Envelope(state, position_of(message.offset, index))
+                            position = position_of(message.offset, index)
+                            staged[key] = Envelope(position, (0, 0, 0), state)
                             total = counts.setdefault(row.campaignId, [0, 0, 0])
                             for n in range(3):
                                 total[n] += delta[n]

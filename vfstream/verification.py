@@ -36,19 +36,20 @@ from typing import Any, Protocol
 
 import orjson
 
-from vfstream.domain.batches import MalformedBatch, decode_batch
+from vfstream.domain.batches import MalformedBatch
 from vfstream.domain.fans import (
     Envelope,
-    MalformedRecord,
+    Refused,
     ScoreRow,
     WriteStatus,
     decode_envelope,
+    encode_record,
     iso_now,
     position_of,
-    row_from_record,
+    read_batch,
 )
 from vfstream.domain.keys import fan_key, partition_for
-from vfstream.domain.ledger import PartialCounts, RunProgress, apply_record
+from vfstream.domain.ledger import PartialTally, RunTally, apply_record
 from vfstream.domain.limits import DEFAULT_LIMITS, Limits
 from vfstream.domain.records import MAX_ROW_BYTES
 from vfstream.metrics import (
@@ -130,9 +131,9 @@ class _PartitionBook:
     generation: int | None = None  # the consumer generation its events were fetched in
     next_offset: int | None = None  # after the last event handled
     recorded: int | None = None  # the position the last flush wrote
-    partials: dict[str, PartialCounts] = field(default_factory=dict)
+    partials: dict[str, PartialTally] = field(default_factory=dict)
     flushed: dict[str, int] = field(default_factory=dict)
-    runs: dict[str, RunProgress] = field(default_factory=dict)
+    runs: dict[str, RunTally] = field(default_factory=dict)
     # Envelopes to write at the next flush, with their stored form.
     staged: dict[bytes, tuple[Envelope, bytes]] = field(default_factory=dict)
     dirty_partials: set[str] = field(default_factory=set)
@@ -227,26 +228,26 @@ class VerificationLedger:
             book.index = orjson.loads(raw) if raw else {"campaigns": [], "runs": []}
         return book.index
 
-    def _partial(self, partition: int, book: _PartitionBook, campaign: str) -> PartialCounts:
+    def _partial(self, partition: int, book: _PartitionBook, campaign: str) -> PartialTally:
         partial = book.partials.get(campaign)
         if partial is None:
             raw = self.store.get(partition, partial_key(partition, campaign))
             if raw:
-                partial = PartialCounts.model_validate_json(raw)
+                partial = PartialTally.from_json(raw)
             else:
-                partial = PartialCounts(campaignId=campaign, partition=partition)
+                partial = PartialTally(campaignId=campaign, partition=partition)
             book.partials[campaign] = partial
             book.flushed[campaign] = partial.watermark
         return partial
 
-    def _run(self, partition: int, book: _PartitionBook, run_id: str, campaign: str) -> RunProgress:
+    def _run(self, partition: int, book: _PartitionBook, run_id: str, campaign: str) -> RunTally:
         run = book.runs.get(run_id)
         if run is None:
             raw = self.store.get(partition, run_key(partition, run_id))
             if raw:
-                run = RunProgress.model_validate_json(raw)
+                run = RunTally.from_json(raw)
             else:
-                run = RunProgress(runId=run_id, campaignId=campaign, partition=partition)
+                run = RunTally(runId=run_id, campaignId=campaign, partition=partition)
             book.runs[run_id] = run
         return run
 
@@ -356,7 +357,7 @@ class VerificationLedger:
         statuses: Counter[str] = Counter()
         self.batches_in += 1
         try:
-            records = decode_batch(value)
+            records = read_batch(value)
         except MalformedBatch as exc:
             await self._refuse(partition, offset, None, key, value, [str(exc)], None)
             statuses[WriteStatus.INVALID] += 1
@@ -364,23 +365,20 @@ class VerificationLedger:
             return statuses
         rows: list[tuple[int, ScoreRow, bytes]] = []
         wanted: list[bytes] = []
-        for index, obj in enumerate(records):
-            try:
-                row = row_from_record(obj)
-            except MalformedRecord as exc:
-                raw = orjson.dumps(obj)
-                await self._refuse(partition, offset, index, key, raw, exc.reasons, None)
+        partitions = self.partitions
+        for index, row in enumerate(records):
+            if isinstance(row, Refused):
+                await self._refuse(partition, offset, index, key, row.raw, row.reasons, None)
                 statuses[WriteStatus.INVALID] += 1
                 continue
             fan = fan_key(row.campaignId, row.globalUserId).encode()
-            if self.partitions is not None and partition_for(fan, self.partitions) != partition:
+            if partitions is not None and partition_for(fan, partitions) != partition:
                 reason = (
-                    f"record of partition {partition_for(fan, self.partitions)} "
+                    f"record of partition {partition_for(fan, partitions)} "
                     f"arrived on partition {partition}"
                 )
-                await self._refuse(
-                    partition, offset, index, key, orjson.dumps(obj), [reason], row.campaignId
-                )
+                raw = encode_record(row)
+                await self._refuse(partition, offset, index, key, raw, [reason], row.campaignId)
                 statuses[WriteStatus.INVALID] += 1
                 continue
             rows.append((index, row, fan))
@@ -399,7 +397,7 @@ class VerificationLedger:
                 status = WriteStatus.FAILED
                 reasons = (f"applying the record failed: {type(exc).__name__}: {exc}",)
             if reasons:
-                raw = orjson.dumps(records[index])
+                raw = encode_record(row)
                 await self._refuse(
                     partition, offset, index, key, raw, list(reasons), row.campaignId
                 )
@@ -534,7 +532,7 @@ class VerificationLedger:
             grew = False
             for campaign in sorted(book.dirty_partials):
                 partial = book.partials[campaign]
-                body = partial.model_dump_json().encode()
+                body = partial.to_json()
                 items.append((partial_key(partition, campaign), body))
                 book.flushed[campaign] = partial.watermark
                 if campaign not in index["campaigns"]:
@@ -543,7 +541,7 @@ class VerificationLedger:
                 snapshots.append((campaign, b'{"partial":' + body + b"}"))
             for run_id in sorted(book.dirty_runs):
                 run = book.runs[run_id]
-                body = run.model_dump_json().encode()
+                body = run.to_json()
                 items.append((run_key(partition, run_id), body))
                 if run_id not in index["runs"]:
                     index["runs"].append(run_id)
@@ -586,7 +584,7 @@ class VerificationLedger:
             for campaign in index["campaigns"]:
                 partial = book.partials.get(campaign) if book else None
                 body = (
-                    partial.model_dump_json().encode()
+                    partial.to_json()
                     if partial
                     else self.store.get(partition, partial_key(partition, campaign))
                 )
@@ -595,9 +593,7 @@ class VerificationLedger:
             for run_id in index["runs"]:
                 run = book.runs.get(run_id) if book else None
                 body = (
-                    run.model_dump_json().encode()
-                    if run
-                    else self.store.get(partition, run_key(partition, run_id))
+                    run.to_json() if run else self.store.get(partition, run_key(partition, run_id))
                 )
                 if body:
                     decoded = orjson.loads(body)

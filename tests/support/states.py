@@ -37,7 +37,7 @@ def stored_envelope(state: VerificationState, position: int = 0, pending=(0, 0, 
     from vfstream.domain.fans import Envelope, encode_envelope
     from vfstream.domain.state import fan_state_of
 
-    return encode_envelope(Envelope(state=fan_state_of(state), position=position, pending=pending))
+    return encode_envelope(Envelope(position, tuple(pending), fan_state_of(state)))
 
 
 def sample_fan(**overrides: object):  # type: ignore[no-untyped-def]

@@ -76,6 +76,51 @@ class RunProgress(BaseModel):
 
 
 @dataclass(slots=True)
+class PartialTally:
+    """``PartialCounts`` on the hot path: folded once a record, so a plain slotted class
+    (pydantic's attribute setting cost about 10% of the agent's time). Same JSON."""
+
+    campaignId: str
+    partition: int
+    verified: int = 0
+    rejected: int = 0
+    selected: int = 0
+    watermark: int = -1
+
+    def fold(self, delta: Delta, position: int) -> None:
+        self.verified += delta[0]
+        self.rejected += delta[1]
+        self.selected += delta[2]
+        if position > self.watermark:
+            self.watermark = position
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> PartialTally:
+        return cls(**PartialCounts.model_validate_json(raw).model_dump())
+
+
+@dataclass(slots=True)
+class RunTally:
+    """``RunProgress`` on the hot path (see ``PartialTally``). Same JSON."""
+
+    runId: str
+    campaignId: str
+    partition: int
+    applied: int = 0
+    watermark: int = -1
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RunTally:
+        return cls(**RunProgress.model_validate_json(raw).model_dump())
+
+
+@dataclass(slots=True)
 class Applied:
     """What applying one record did."""
 
@@ -94,9 +139,9 @@ def apply_record(
     stored: Envelope | None,
     row: ScoreRow,
     position: int,
-    partial: PartialCounts,
+    partial: PartialTally | PartialCounts,
     flushed_watermark: int,
-    run: RunProgress | None,
+    run: RunTally | RunProgress | None,
     now: str,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Applied:
@@ -128,7 +173,7 @@ def apply_record(
     if stored is not None and stored.position > flushed_watermark:
         before = stored.pending
         pending = (before[0] + delta[0], before[1] + delta[1], before[2] + delta[2])
-    envelope = Envelope(state=state, position=position, pending=pending)
+    envelope = Envelope(position=position, pending=pending, state=state)
     encoded = encode_envelope(envelope)
     if len(encoded) > limits.state_bytes:
         return _refused(

@@ -17,10 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 from vfstream.domain.fans import (
     Event,
     FanState,
+    Refused,
     WriteStatus,
     apply_row,
     iso_now,
-    row_from_record,
+    row_from_json,
     utc_micros,
 )
 from vfstream.domain.records import (
@@ -232,7 +233,9 @@ def apply_score_record(
     """
     if state is not None and state.key != record.key:
         raise ValueError(f"record {record.key!r} cannot be applied to state {state.key!r}")
-    row = row_from_record(orjson.loads(record.to_json()))
+    row = row_from_json(record.to_json())
+    if isinstance(row, Refused):
+        raise ValueError(f"record {record.key!r} is not a score record: {row.reasons}")
     status, applied, delta = apply_row(
         fan_state_of(state) if state is not None else None, row, iso_now(as_utc(now))
     )

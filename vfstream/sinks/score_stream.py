@@ -12,11 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import orjson
-
 from vfstream.aws import aws_client
-from vfstream.domain.batches import MalformedBatch, decode_batch
-from vfstream.domain.fans import MalformedRecord, row_from_record
+from vfstream.domain.batches import MalformedBatch
+from vfstream.domain.fans import Refused, read_batch_json
 from vfstream.metrics import RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
 from vfstream.sinks.kinesis import KinesisForwarder, KinesisRecord
@@ -33,15 +31,14 @@ def scores_stream_records(batch: Batch) -> list[KinesisRecord]:
     for records in batch.values():
         for message in records:
             try:
-                decoded = decode_batch(message.value)
+                rows = read_batch_json(message.value)
             except MalformedBatch:
                 continue
-            for obj in decoded:
-                try:
-                    row = row_from_record(obj)
-                except MalformedRecord:
-                    continue
-                out.append(KinesisRecord(partition_key=row.globalUserId, data=orjson.dumps(obj)))
+            out.extend(
+                KinesisRecord(partition_key=row.globalUserId, data=raw)
+                for raw, row in rows
+                if not isinstance(row, Refused)
+            )
     return out
 
 

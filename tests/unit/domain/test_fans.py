@@ -10,13 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.domain.test_records import valid_rows
+from vfstream.domain.batches import MalformedBatch, encode_batch
 from vfstream.domain.fans import (
     Envelope,
-    MalformedRecord,
+    Refused,
+    ScoreRow,
     decode_envelope,
     encode_envelope,
     position_of,
-    row_from_record,
+    read_batch,
+    row_from_json,
 )
 from vfstream.domain.records import RecordSource, ScoreRecord, ScoringKey, build_score_record
 from vfstream.domain.state import apply_score_record, fan_state_of
@@ -39,7 +42,7 @@ def test_an_envelope_round_trips_and_shows_the_verification_states_json(
 ) -> None:
     state = apply_score_record(None, record_of(case), NOW).state
     fan = fan_state_of(state)
-    envelope = Envelope(state=fan, position=position, pending=(pending, -pending, 0))
+    envelope = Envelope(position=position, pending=(pending, -pending, 0), state=fan)
     again = decode_envelope(encode_envelope(envelope))
     assert again == envelope
     assert again.state.public_json() == state.model_dump(mode="json")
@@ -52,7 +55,8 @@ def test_a_records_json_becomes_a_row_with_its_values(
     case: tuple[dict[str, str], ScoringKey],
 ) -> None:
     record = record_of(case)
-    row = row_from_record(orjson.loads(record.to_json()))
+    row = row_from_json(record.to_json())
+    assert isinstance(row, ScoreRow), row
     assert (row.campaignId, row.globalUserId, row.rank) == (
         record.campaignId,
         record.globalUserId,
@@ -65,16 +69,17 @@ def test_a_records_json_becomes_a_row_with_its_values(
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"rank": "1"}, "rank"),
-        ({"rank": 1000}, "rank"),
-        ({"score": 2}, "score"),
-        ({"score": None}, "score"),
-        ({"isVerified": "true"}, "isVerified"),
-        ({"campaignId": ""}, "campaignId"),
+        ({"rank": "1"}, "$.rank"),
+        ({"rank": 1000}, "$.rank"),
+        ({"score": 2}, "$.score"),
+        ({"score": None}, "$.score"),
+        ({"isVerified": "true"}, "$.isVerified"),
+        ({"campaignId": ""}, "$.campaignId"),
         ({"scoredAt": "yesterday"}, "scoredAt"),
-        ({"tags": "a|b"}, "tags"),
-        ({"surprise": 1}, "record: unknown fields"),
-        ({"nudetectScoreBand": "LOW"}, "nudetectScoreBand"),
+        ({"tags": "a|b"}, "$.tags"),
+        ({"surprise": 1}, "surprise"),
+        ({"nudetectScoreBand": "LOW"}, "$.nudetectScoreBand"),
+        ({"bandScore": 1e999}, "$.bandScore"),
     ],
 )
 def test_a_malformed_record_is_refused_with_its_reason(change: dict, reason: str) -> None:
@@ -89,9 +94,38 @@ def test_a_malformed_record_is_refused_with_its_reason(change: dict, reason: str
         "scoredAt": "2026-10-20T12:00:00Z",
         **change,
     }
-    with pytest.raises(MalformedRecord) as refused:
-        row_from_record(body)
-    assert any(r.startswith(reason) for r in refused.value.reasons), refused.value.reasons
+    raw = (
+        orjson.dumps(body)
+        if change != {"bandScore": 1e999}
+        else orjson.dumps({**body, "bandScore": 0}).replace(b'"bandScore":0', b'"bandScore":1e999')
+    )
+    refused = row_from_json(raw)
+    assert isinstance(refused, Refused)
+    assert any(reason in r for r in refused.reasons), refused.reasons
+    # Inside a batch it is refused alone; the records around it are read.
+    good = {k: v for k, v in body.items() if k not in change}
+    good.update({k: v for k, v in GOOD.items() if k in change})
+    batch = encode_batch([orjson.dumps(good), raw, orjson.dumps(good)])
+    kinds = [type(item).__name__ for item in read_batch(batch)]
+    assert kinds == ["ScoreRow", "Refused", "ScoreRow"]
+
+
+GOOD = {
+    "campaignId": "c1",
+    "rank": 0,
+    "score": 0.5,
+    "isVerified": True,
+    "scoredAt": "2026-10-20T12:00:00Z",
+    "tags": [],
+    "nudetectScoreBand": "low",
+    "bandScore": 0.1,
+}
+
+
+def test_a_message_that_is_no_batch_is_malformed() -> None:
+    for value in (b"", b"[1]", b"nope", b'{"v": 2, "records": []}'):
+        with pytest.raises(MalformedBatch):
+            read_batch(value)
 
 
 def test_positions_order_records_by_message_then_index() -> None:
@@ -99,6 +133,6 @@ def test_positions_order_records_by_message_then_index() -> None:
 
 
 def test_anything_else_is_not_an_envelope() -> None:
-    for data in (b"", b"{}", b"[1, 2]", b"[3" + b", 0" * 29 + b"]"):
+    for data in (b"", b"{}", b"[1, 2]", b"[3" + b", 0" * 29 + b"]", b"[2, 0, [0, 0, 0], []]"):
         with pytest.raises(ValueError):
             decode_envelope(data)
