@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import subprocess
 import uuid
@@ -287,3 +288,47 @@ async def test_s3_notification_starts_ingestion_in_the_worker(
         )
     finally:
         proc.stop()
+
+
+async def test_a_plain_consumer_outside_vfstream_reads_every_record_of_the_batches(
+    isolated: Settings,
+) -> None:
+    """The score-record topic's format (README "Score batches") read with nothing of
+    vfstream: aiokafka and the standard library's json."""
+    import json
+    import zlib
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    campaign = campaign_id()
+    fans = [f"u{n}" for n in range(300)]
+    settings = isolated.model_copy(update={"score_batch_records": 20})
+    body = "\n".join([HEADER, *(row(campaign, fan) for fan in fans)]).encode()
+    summary = await ingest(settings, scoring_key(campaign), body)
+    assert summary.valid == 300
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=isolated.kafka_bootstrap, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(isolated.score_records_topic, p) for p in range(6)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        found: dict[str, int] = {}
+        batches = 0
+        deadline = asyncio.get_running_loop().time() + 60
+        # The commit markers land a moment after the commit: read until every record came.
+        while len(found) < len(fans) and asyncio.get_running_loop().time() < deadline:
+            for tp, messages in (await consumer.getmany(timeout_ms=1000)).items():
+                for message in messages:
+                    batch = json.loads(message.value)
+                    assert batch["v"] == 1 and 1 <= len(batch["records"]) <= 20
+                    batches += 1
+                    for record in batch["records"]:
+                        key = f"{record['campaignId']}:{record['globalUserId']}".encode()
+                        assert zlib.crc32(key) % 6 == tp.partition  # the documented hash
+                        found[record["globalUserId"]] = record["rank"]
+    finally:
+        await consumer.stop()
+    assert found == dict.fromkeys(fans, 0)
+    assert batches >= 300 // 20

@@ -438,7 +438,9 @@ class RowValidator:
     valid, in which case ``build_score_record`` (pydantic, every reason) decides.
 
     It accepts exactly what ``build_score_record`` accepts, and gives the same record (a
-    hypothesis test holds the two equal); anything unusual goes the slow way.
+    hypothesis test holds the two equal); anything unusual goes the slow way. Columns are
+    read by index (an absent column reads an empty field appended to the row), and a text
+    is measured in bytes only when its characters could be past a limit.
     """
 
     def __init__(
@@ -448,126 +450,141 @@ class RowValidator:
         source: dict[str, Any],
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
-        self._at = {column: index for column, index in kept}
-        self._campaign = scoring_key.campaign_id
+        at = {column: index for column, index in kept}
+        # An absent column points one past the header: the row is padded with "" up to it.
+        self._width = max(at.values(), default=-1) + 2
+        blank = self._width - 1
+
+        def index(column: str) -> int:
+            return at.get(column, blank)
+
+        self._user, self._id, self._campaign_at = (
+            index("globalUserId"),
+            index("id"),
+            index("campaign_id"),
+        )
+        self._event, self._score = index("event_id"), index("score")
+        self._verified, self._verdict = index("isVerified"), index("verdict")
+        self._market, self._email, self._band = (
+            index("hbase"),
+            index("email"),
+            index("nudetect.scoreBand"),
+        )
+        self._tags, self._codes = index("review_notes"), index("codes")
+        self._contacts = [(index(column), name) for column, name in _CONTACT_COLUMNS]
+        self._floats = [(index(column), name) for column, name in _OPTIONAL_FLOATS]
+        self._campaign: str | None = scoring_key.campaign_id
+        if _limit_reasons("campaign_id", scoring_key.campaign_id, limits):
+            self._campaign = None  # every row goes the slow way and says why
         self._name = scoring_key.campaign_name
         # The key's time as a record serialises it.
         self._scored_at = _DATETIME.dump_python(as_aware(scoring_key.scored_at), mode="json")
         self._source = source
-        self._limits = limits
-        self._text_limit = limits.field_bytes
+        self._events = limits.events_per_fan
+        self._limit = limits.field_bytes
         self._id_limit = limits.id_bytes
-
-    def _text(self, fields: list[str], column: str, limit: int) -> str | bool | None:
-        """The stripped text of a column (None when absent or empty); False when past the
-        limit or unusual, for the slow path."""
-        index = self._at.get(column)
-        if index is None or index >= len(fields):
-            return None
-        text = fields[index].strip()
-        if not text:
-            return None
-        if len(text) * 4 > limit and over_bytes(text, limit) is not None:
-            return False
-        return text
+        # Texts of at most this many characters cannot be past a limit in bytes.
+        self._short = min(limits.field_bytes, limits.id_bytes) // 4
 
     def validate(self, fields: list[str], line: int) -> dict[str, Any] | None:
-        text, id_limit, limit = self._text, self._id_limit, self._text_limit
-        user = text(fields, "globalUserId", id_limit)
-        row_id = text(fields, "id", id_limit + 3)
-        campaign = text(fields, "campaign_id", id_limit)
-        event_id = text(fields, "event_id", limit)
-        score = self._number(fields, "score")
-        verified = _as_bool(text(fields, "isVerified", limit))
+        if len(fields) < self._width:
+            fields = fields + [""] * (self._width - len(fields))
+        short = self._short
+        user = fields[self._user].strip()
+        row_id = fields[self._id].strip()
+        event_id = fields[self._event].strip()
         if (
             not user
-            or not row_id
             or not event_id
-            or campaign != self._campaign
-            or score is None
-            or not 0.0 <= score <= 1.0
-            or verified is None
-            or has_control_characters(user)  # type: ignore[arg-type]
+            or len(row_id) < 4
+            or fields[self._campaign_at].strip() != self._campaign
+            or row_id[:-3] != user
         ):
             return None
-        assert isinstance(user, str) and isinstance(row_id, str)
         rank_text = row_id[-3:]
-        if (
-            len(row_id) < 4
-            or row_id[:-3] != user
-            or not rank_text.isascii()
-            or not rank_text.isdigit()
-        ):
+        if not (rank_text.isascii() and rank_text.isdigit()):
             return None
         rank = int(rank_text)
-        if rank >= self._limits.events_per_fan:
+        if rank >= self._events or _CONTROL_CHARACTERS.search(user):
+            return None
+        if (len(row_id) > short or len(event_id) > short) and (
+            over_bytes(user, self._id_limit) is not None
+            or over_bytes(row_id, self._id_limit + 3) is not None
+            or over_bytes(event_id, self._limit) is not None
+        ):
+            return None
+        score = _plain_float(fields[self._score].strip(), short, self._limit)
+        if score is None or not 0.0 <= score <= 1.0:
+            return None
+        verified = _BOOL_TEXT.get(fields[self._verified].strip().lower())
+        if verified is None:
             return None
         record: dict[str, Any] = {}
-        for column, name in _CONTACT_COLUMNS:
-            value = text(fields, column, limit)
-            if value is False:
+        for at, name in self._contacts:
+            text = fields[at].strip()
+            if text:
+                if len(text) > short and over_bytes(text, self._limit) is not None:
+                    return None
+                record[name] = text
+        email = fields[self._email].strip()
+        if email:
+            if len(email) > short and over_bytes(email, self._limit) is not None:
                 return None
-            if value is not None:
-                record[name] = value
-        email = text(fields, "email", limit)
-        if email is False:
-            return None
-        if email is not None:
-            email = normalise_email(email)  # type: ignore[arg-type]
+            email = normalise_email(email)
             if email:
                 record["email"] = email
-        record["campaignId"] = campaign
+        record["campaignId"] = self._campaign
         record["campaignName"] = self._name
         record["globalUserId"] = user
         record["id"] = row_id
         record["rank"] = rank
         record["eventId"] = event_id
-        market = text(fields, "hbase", limit)
-        if market is False:
-            return None
-        if market is not None:
+        market = fields[self._market].strip()
+        if market:
+            if len(market) > short and over_bytes(market, self._limit) is not None:
+                return None
             record["market"] = market
         record["score"] = score
-        for column, name in _OPTIONAL_FLOATS:
-            index = self._at.get(column)
-            if index is not None and index < len(fields) and fields[index].strip():
-                value = self._number(fields, column)
+        for at, name in self._floats:
+            text = fields[at].strip()
+            if text:
+                value = _plain_float(text, short, self._limit)
                 if value is None:
                     return None
                 record[name] = value
         record["isVerified"] = verified
-        verdict_text = text(fields, "verdict", limit)
-        if verdict_text is not None:
-            verdict = _as_bool(verdict_text)
+        verdict_text = fields[self._verdict].strip()
+        if verdict_text:
+            verdict = _BOOL_TEXT.get(verdict_text.lower())
             if verdict is None:
                 return None
             record["verdict"] = verdict
-        band = text(fields, "nudetect.scoreBand", limit)
-        if band is not None:
-            if not isinstance(band, str) or band.lower() not in _BANDS:
+        band = fields[self._band].strip()
+        if band:
+            band = band.lower()
+            if band not in _BANDS:
                 return None
-            record["nudetectScoreBand"] = band.lower()
-        for column, name in (("review_notes", "tags"), ("codes", "codes")):
-            value = text(fields, column, limit)
-            if value is False:
+            record["nudetectScoreBand"] = band
+        for at, name in ((self._tags, "tags"), (self._codes, "codes")):
+            text = fields[at].strip()
+            if len(text) > short and over_bytes(text, self._limit) is not None:
                 return None
             record[name] = (
-                [part.strip() for part in value.split("|") if part.strip()]  # type: ignore[union-attr]
-                if value
-                else []
+                [part.strip() for part in text.split("|") if part.strip()] if text else []
             )
         record["scoredAt"] = self._scored_at
         record["source"] = {**self._source, "line": line}
         return record
 
-    def _number(self, fields: list[str], column: str) -> float | None:
-        index = self._at.get(column)
-        if index is None or index >= len(fields):
-            return None
-        text = fields[index].strip()
-        if len(text) * 4 > self._text_limit and over_bytes(text, self._text_limit) is not None:
-            return None
-        if not _ASCII_FLOAT.fullmatch(text):
-            return None
-        value = float(text)
-        return value if math.isfinite(value) else None
+
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f]")
+
+
+def _plain_float(text: str, short: int, limit: int) -> float | None:
+    """A plainly written finite number (ASCII digits), else None: the slow path decides."""
+    if len(text) > short and over_bytes(text, limit) is not None:
+        return None
+    if not _ASCII_FLOAT.fullmatch(text):
+        return None
+    value = float(text)
+    return value if math.isfinite(value) else None
