@@ -71,7 +71,7 @@ async def _naive_rate(settings: Settings) -> float:
     async with aws_client(settings, "dynamodb") as dynamo:
         started = time.monotonic()
         for number in range(CHANGED_STATES, CHANGED_STATES + NAIVE_SAMPLE):
-            item = serialise_item(fan_item(_state(number, 2)).attributes)
+            item = serialise_item(fan_item(fan_state_of(_state(number, 2))).attributes)
             key = {"PK": item.pop("PK"), "SK": item.pop("SK")}
             names = {f"#a{i}": name for i, name in enumerate(item)}
             values = {f":v{i}": value for i, value in enumerate(item.values())}

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from bench.agent_bench import agent_benchmark
+from bench.bridge_latency_bench import bridge_latency_benchmark
 from bench.common import bench_stack, isolated, machine, stop_stack
 from bench.e2e_bench import e2e_benchmark
 from bench.ingest_bench import ingest_benchmark
@@ -26,11 +27,12 @@ TARGETS = {
     "e2e_1w_settled_seconds": "<= 60 for 1M rows",
     "e2e_3w_settled_seconds": "<= 60 for 1M rows",
     "latency_2000_per_s_p99_ms": "<= 250",
+    "bridge_latency_2000_per_s_p99_ms": "<= 1000",
 }
 
 
 def main(argv: list[str]) -> int:
-    wanted = set(argv) or {"ingest", "agent", "mirror", "e2e", "latency"}
+    wanted = set(argv) or {"ingest", "agent", "mirror", "e2e", "latency", "bridge"}
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="vfstream-bench-") as tmp:
         work = Path(tmp)
@@ -51,6 +53,9 @@ def main(argv: list[str]) -> int:
                 for rate in RATES:
                     place = work / f"latency-{rate}"
                     results.update(latency_benchmark(isolated(settings, place), place, rate))
+            if "bridge" in wanted:
+                place = work / "bridge-latency"
+                results.update(bridge_latency_benchmark(isolated(settings, place), place))
         finally:
             stop_stack(settings)
     for name, value in results.items():
