@@ -422,26 +422,9 @@ class VfStream:
                 await asyncio.sleep(5)
 
     async def _listen_for_scoring_files(self) -> None:
-        from vfstream.aws import aws_client
-        from vfstream.domain.fanlist import FANLIST_PREFIX
-        from vfstream.ingest.fanlist import FanlistIngestor
-        from vfstream.ingest.ingestor import ScoringFileIngestor
-        from vfstream.ingest.notifications import NotificationListener, route_by_key_prefix
+        from vfstream.ingest.notifications import listen_for_files
 
-        ingestor = ScoringFileIngestor(self.settings)
-        ingest = route_by_key_prefix(
-            {FANLIST_PREFIX: FanlistIngestor(self.settings).ingest}, default=ingestor.ingest
-        )
-        while not self.app.should_stop:
-            try:
-                async with aws_client(self.settings, "sqs") as sqs:
-                    listener = NotificationListener(self.settings, ingest, sqs)
-                    await listener.run(lambda: self.app.should_stop)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("notification listener failed; restarting in 5s")
-                await asyncio.sleep(5)
+        await listen_for_files(self.settings, lambda: self.app.should_stop)
 
 
 def build_app(settings: Settings | None = None) -> VfStream:

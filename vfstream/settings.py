@@ -9,7 +9,7 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vfstream.domain.limits import DEFAULT_LIMITS, Limits
@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     bridge_batch_records: int = Field(default=1_000, ge=1, le=10_000)
     # How often to look for shards opened by a reshard (a drained shard also triggers a look).
     bridge_shard_refresh_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("aws_endpoint_url", mode="before")
+    @classmethod
+    def _no_endpoint_when_empty(cls, value: object) -> object:
+        # VFSTREAM_AWS_ENDPOINT_URL="" means AWS itself (no emulator), not an empty URL.
+        return None if value == "" else value
 
     @property
     def limits(self) -> Limits:

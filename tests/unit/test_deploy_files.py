@@ -430,3 +430,9 @@ def test_the_build_context_keeps_the_package_and_drops_local_state() -> None:
         assert not ignored(needed), f"{needed} is excluded from the build context"
     for dropped in (".venv/bin/python", ".git/HEAD", ".state/dev/kafka.log"):
         assert ignored(dropped), f"{dropped} is sent to the build context"
+
+
+def test_an_empty_aws_endpoint_means_aws_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VFSTREAM_AWS_ENDPOINT_URL", "")
+    assert Settings().aws_endpoint_url is None
+    assert Settings().aws_client_kwargs()["endpoint_url"] is None

@@ -70,6 +70,12 @@ def _reconcile(args: argparse.Namespace) -> int:
     return run_reconcile(campaign=args.campaign, fix=args.fix)
 
 
+def _listen(args: argparse.Namespace) -> int:
+    from vfstream.ingest.notifications import run_listener
+
+    return run_listener()
+
+
 def _bridge(args: argparse.Namespace) -> int:
     from vfstream.sources.kinesis_bridge import run_bridge
 
@@ -127,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="provision: create topics and AWS resources on already running services",
     )
     dev.set_defaults(func=_dev)
+
+    listen = sub.add_parser(
+        "listen",
+        help="ingest the files the S3 notification queue announces (the worker's listener alone)",
+    )
+    listen.set_defaults(func=_listen)
 
     bridge = sub.add_parser(
         "bridge", help="copy score records from a Kinesis stream to the score-record topic"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -161,3 +162,50 @@ class NotificationListener:
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
+
+
+async def listen_for_files(settings: Settings, stopping: Callable[[], bool]) -> None:
+    """Ingest every file the queue announces until ``stopping``: fanlist keys to the fanlist
+    ingestor, every other key to the scoring ingestor. Restarts after a failure."""
+    from vfstream.aws import aws_client
+    from vfstream.domain.fanlist import FANLIST_PREFIX
+    from vfstream.ingest.fanlist import FanlistIngestor
+    from vfstream.ingest.ingestor import ScoringFileIngestor
+
+    ingest = route_by_key_prefix(
+        {FANLIST_PREFIX: FanlistIngestor(settings).ingest},
+        default=ScoringFileIngestor(settings).ingest,
+    )
+    while not stopping():
+        try:
+            async with aws_client(settings, "sqs") as sqs:
+                await NotificationListener(settings, ingest, sqs).run(stopping)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("notification listener failed; restarting in 5s")
+            await asyncio.sleep(5)
+
+
+def run_listener() -> int:
+    """``vfstream listen``: the notification listener alone (one Deployment replica on
+    Kubernetes, beside workers that do not listen). Stops on SIGINT or SIGTERM."""
+    import signal
+
+    from vfstream.settings import get_settings
+
+    settings = get_settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        listening = asyncio.create_task(listen_for_files(settings, stop.is_set))
+        await stop.wait()
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+
+    asyncio.run(main())
+    return 0
