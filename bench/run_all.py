@@ -4,9 +4,12 @@ BENCHMARKS.md. Not part of the test suite."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.agent_bench import agent_benchmark
@@ -34,34 +37,60 @@ TARGETS = {
 def main(argv: list[str]) -> int:
     wanted = set(argv) or {"ingest", "agent", "mirror", "e2e", "latency", "bridge"}
     results: dict[str, object] = {}
-    with tempfile.TemporaryDirectory(prefix="vfstream-bench-") as tmp:
+    failed: list[str] = []
+    keep = os.environ.get("VFSTREAM_BENCH_KEEP")  # a folder to keep logs in
+    with tempfile.TemporaryDirectory(prefix="vfstream-bench-", dir=keep) as tmp:
         work = Path(tmp)
         settings = bench_stack(work / "stack")
+
+        def measure(name: str, run: Callable[[], dict]) -> None:
+            # One benchmark failing must not lose the others' figures.
+            try:
+                results.update(run())
+            except Exception:
+                failed.append(name)
+                traceback.print_exc()
+
         try:
             if "ingest" in wanted:
-                results.update(ingest_benchmark(isolated(settings, work / "w1"), work / "f1"))
+                measure(
+                    "ingest", lambda: ingest_benchmark(isolated(settings, work / "w1"), work / "f1")
+                )
             if "agent" in wanted:
-                results.update(agent_benchmark(isolated(settings, work / "w2"), work / "f2"))
+                measure(
+                    "agent", lambda: agent_benchmark(isolated(settings, work / "w2"), work / "f2")
+                )
             if "mirror" in wanted:
-                results.update(mirror_benchmark(isolated(settings, work / "w3")))
+                measure("mirror", lambda: mirror_benchmark(isolated(settings, work / "w3")))
             # "e2e1" or "e2e3" runs one of the two end-to-end figures (a 1M-row run is long).
             for workers in (1, 3):
                 if "e2e" in wanted or f"e2e{workers}" in wanted:
                     place = work / f"e2e{workers}"
-                    results.update(e2e_benchmark(isolated(settings, place), place, workers))
+                    measure(
+                        f"e2e{workers}",
+                        lambda p=place, w=workers: e2e_benchmark(isolated(settings, p), p, w),
+                    )
             if "latency" in wanted:
                 for rate in RATES:
                     place = work / f"latency-{rate}"
-                    results.update(latency_benchmark(isolated(settings, place), place, rate))
+                    measure(
+                        f"latency-{rate}",
+                        lambda p=place, r=rate: latency_benchmark(isolated(settings, p), p, r),
+                    )
             if "bridge" in wanted:
                 place = work / "bridge-latency"
-                results.update(bridge_latency_benchmark(isolated(settings, place), place))
+                measure(
+                    "bridge",
+                    lambda: bridge_latency_benchmark(isolated(settings, place), place),
+                )
         finally:
             stop_stack(settings)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
     for name, value in results.items():
         print(f"{name}={value}")
     write_report(results)
-    return 0
+    return 1 if failed else 0
 
 
 RESULTS = Path("bench/results.json")

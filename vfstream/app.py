@@ -33,7 +33,7 @@ from vfstream.sinks.score_stream import ScoreStreamForwarder
 from vfstream.sinks.slack import SlackNotifier
 from vfstream.sources.partition_reader import CommittedRangeReader
 from vfstream.tables import FanStateStore
-from vfstream.transport import PositionLookup, broker_url
+from vfstream.transport import FetchedGaps, PositionLookup, broker_url
 from vfstream.verification import VerificationLedger
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,8 @@ class QueueKeepingFlowControl(FlowControlEvent):
 class StreamApp(faust.App):
     # Where the transport resumes score partitions no later than (vfstream.transport).
     recorded_positions: PositionLookup | None = None
+    # What the stream consumer's fetcher proved holds no record (vfstream.transport).
+    fetched_gaps: FetchedGaps | None = None
 
     @cached_property
     def flow_control(self) -> FlowControlEvent:
@@ -155,6 +157,8 @@ class VfStream:
         )
         self.score_reader = CommittedRangeReader(settings, settings.score_records_topic)
         self.fan_store = FanStateStore(self.fan_states, settings.kafka_bootstrap)
+        app.fetched_gaps = gaps = FetchedGaps()
+        score_topic = settings.score_records_topic
         self.ledger = VerificationLedger(
             self.fan_store,
             self._emit_snapshots,
@@ -163,6 +167,7 @@ class VfStream:
             source=self.score_reader,
             limits=settings.limits,
             partitions=partitions,
+            known_gap=lambda p, start, end: gaps.holds_no_record(score_topic, p, start, end),
         )
         app.recorded_positions = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
@@ -237,6 +242,12 @@ class VfStream:
                 for intent in self.overdue_intents(datetime.now(UTC)):
                     key = intent.run.campaignId.encode()
                     await self.send_keyed(self.reports_topic, key, intent.to_bytes())
+
+        @app.task
+        async def dump_tasks_on_sigusr2() -> None:
+            from vfstream.diagnostics import install_task_dump
+
+            install_task_dump(asyncio.get_running_loop(), app)
 
         @app.task
         async def quiet_client_debug() -> None:

@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     bridge_checkpoints_topic: str = "vf-bridge-checkpoints"
     # How long to wait before asking again once every shard is caught up.
     bridge_poll_seconds: float = Field(default=1.0, gt=0)
+    # The shortest time between two reads of the shards (Kinesis: 5 reads a shard a second).
+    bridge_pass_seconds: float = Field(default=0.2, ge=0)
     # GetRecords Limit per shard and call (Kinesis takes at most 10,000).
     bridge_batch_records: int = Field(default=1_000, ge=1, le=10_000)
     # How often to look for shards opened by a reshard (a drained shard also triggers a look).

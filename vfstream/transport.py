@@ -17,8 +17,11 @@ and the position the verification ledger recorded with the state.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable, Mapping
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -35,6 +38,72 @@ SCHEME = "vfkafka"
 PositionLookup = Callable[[TP], int | None]
 
 
+class FetchedGaps:
+    """Per partition, the offsets the stream consumer's fetcher passed without returning a
+    record: transaction markers and aborted records (read_committed), nothing else.
+
+    The verification ledger reads a range the stream skipped directly, to apply records Faust
+    fetched and dropped. A scoring file leaves one marker a partition, but a Kinesis bridge
+    commits a transaction every pass: one marker a partition every 200 ms, each a direct read
+    (a broker round trip) on the agent's path. A range known to hold no record needs none.
+
+    Only gaps the fetcher itself proved are kept: between two records of one fetch, and
+    between the position a fetch left a partition at and the next record fetched, unless
+    the partition was sought in between (every seek forgets the partition). Records Faust
+    fetched and then dropped were fetched, so they are never inside a gap.
+    """
+
+    def __init__(self, keep: int = 4096) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._frontier: dict[TP, int] = {}
+        self._gaps: dict[TP, deque[tuple[int, int]]] = {}
+
+    def forget(self, tps: Iterable[Any]) -> None:
+        with self._lock:
+            for tp in tps:
+                key = TP(tp.topic, tp.partition)
+                self._frontier.pop(key, None)
+                self._gaps.pop(key, None)
+
+    def observe(self, tp: Any, offsets: list[int], position: int | None) -> None:
+        """A fetch returned records at ``offsets`` (ascending) and left the partition at
+        ``position``."""
+        if not offsets:
+            return
+        key = TP(tp.topic, tp.partition)
+        with self._lock:
+            gaps = self._gaps.setdefault(key, deque(maxlen=self._keep))
+            previous = self._frontier.get(key)
+            if previous is not None and offsets[0] > previous:
+                gaps.append((previous, offsets[0]))
+            for before, after in itertools.pairwise(offsets):
+                if after > before + 1:
+                    gaps.append((before + 1, after))
+            end = offsets[-1] + 1
+            if position is not None and position > end:
+                gaps.append((end, position))
+                end = position
+            self._frontier[key] = end
+
+    def holds_no_record(self, topic: str, partition: int, start: int, end: int) -> bool:
+        """Whether every offset of ``[start, end)`` lies in a gap the fetcher proved."""
+        with self._lock:
+            gaps = self._gaps.get(TP(topic, partition))
+            if not gaps:
+                return False
+            covered = end
+            for low, high in reversed(gaps):
+                if high < covered:
+                    return False
+                if low <= start:
+                    return True
+                covered = min(covered, low)
+                if covered <= start:
+                    return True
+            return False
+
+
 class CommittedReadConsumerThread(AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -42,9 +111,52 @@ class CommittedReadConsumerThread(AIOKafkaConsumerThread):
         consumer._isolation_level = "read_committed"
         return consumer
 
+    @property
+    def fetched_gaps(self) -> FetchedGaps | None:
+        return getattr(self.consumer.app, "fetched_gaps", None)
+
+    async def _fetch_records(
+        self,
+        consumer: AIOKafkaConsumer,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        # Runs in the consumer's thread, right after the fetch: positions are as it left them.
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        gaps = self.fetched_gaps
+        if gaps is not None:
+            for tp, messages in records.items():
+                try:
+                    position: int | None = await consumer.position(tp)
+                except Exception:  # unassigned meanwhile: the gap after it stays unknown
+                    position = None
+                gaps.observe(tp, [message.offset for message in messages], position)
+        return records
+
+    def _forget(self, tps: Iterable[Any]) -> None:
+        gaps = self.fetched_gaps
+        if gaps is not None:
+            gaps.forget(tps)
+
+    def seek(self, partition: TP, offset: int) -> None:
+        self._forget([partition])
+        super().seek(partition, offset)
+
+    async def seek_wait(self, partitions: Mapping[TP, int]) -> None:
+        self._forget(partitions)
+        await super().seek_wait(partitions)
+
+    async def seek_to_beginning(self, *partitions: Any) -> None:
+        self._forget(partitions)
+        await super().seek_to_beginning(*partitions)
+
     async def seek_to_resume_offsets(
         self, recorded: Mapping[TopicPartition, int]
     ) -> Mapping[TopicPartition, int | None]:
+        self._forget(self.assignment())
         return await self.call_thread(
             seek_to_resume_offsets,
             self._ensure_consumer(),

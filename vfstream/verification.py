@@ -155,6 +155,7 @@ class VerificationLedger:
         source: PartitionSource | None = None,
         limits: Limits = DEFAULT_LIMITS,
         partitions: int | None = None,
+        known_gap: Callable[[int, int, int], bool] | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -165,6 +166,10 @@ class VerificationLedger:
         self._dead_letter = dead_letter
         self._current_generation = current_generation
         self._source = source
+        # (partition, start, end) -> whether the stream's fetcher proved the range holds no
+        # record (transaction markers only): then no direct read is needed.
+        self._known_gap = known_gap
+        self.known_gaps = 0
         self.filled_records = 0
         self._books: dict[int, _PartitionBook] = {}
         self._generation: int | None = None
@@ -321,6 +326,10 @@ class VerificationLedger:
         """Apply, in order, the messages before ``end`` the stream skipped."""
         expected = self._expected_offset(partition, book)
         if self._source is None or end <= expected:
+            return
+        if self._known_gap is not None and self._known_gap(partition, expected, end):
+            self.known_gaps += 1
+            book.next_offset = max(book.next_offset or 0, end)
             return
         found = await self._source.read(partition, expected, end)
         records = 0

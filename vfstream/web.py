@@ -279,6 +279,8 @@ def register_views(stream: VfStream) -> None:
                     "writeStatuses": dict(ledger.statuses),
                     "staleEvents": ledger.stale_events,
                     "filledRecords": ledger.filled_records,
+                    # Holes the stream's fetcher proved empty (markers): no direct read.
+                    "knownGaps": ledger.known_gaps,
                 },
             )
 

@@ -182,3 +182,20 @@ def test_a_malformed_record_in_a_skipped_range_is_dead_lettered_and_the_rest_app
     assert run.ledger.statuses["invalid"] == 1
     assert recount(replay_changelog(run.table.changelog)) == {"c1": (3, 0, 0)}
     assert run.ledger.recorded_position(PARTITION) == 4
+
+
+def test_a_range_the_fetcher_proved_empty_is_not_read() -> None:
+    events = partition_events([0, 2, 4])  # 1 and 3: transaction markers the fetcher passed
+    source = FakeSource(events)
+    run = run_with(source)
+    run.ledger._known_gap = lambda partition, start, end: (start, end) in {(1, 2), (3, 4)}
+
+    async def scenario() -> None:
+        for item in events:
+            await run.ledger.handle(item, run._ack)
+        await run.ledger.flush(PARTITION, run._ack)
+
+    asyncio.run(scenario())
+    assert source.reads == []
+    assert run.ledger.known_gaps == 2
+    assert recount(run.table.data) == {"c1": (3, 0, 0)}

@@ -297,6 +297,7 @@ class KinesisBridge:
             len(finished & shards.keys()),
             sum(1 for s, c in checkpoints.items() if not c.finished and s in shards),
         )
+        passed_at = 0.0
         while not should_stop():
             if (
                 not once
@@ -317,6 +318,14 @@ class KinesisBridge:
                     cursor.shard = shards[shard_id]  # a refreshed listing may have closed it
             if once and all(cursors[s].caught_up for s in readable):
                 break
+            # Kinesis serves 5 GetRecords a shard a second: a pass at most every 200 ms (more
+            # calls are throttled), which also keeps transactions, and so the transaction
+            # markers every score partition receives, to about 5 a second.
+            if not once:
+                await _sleep_unless(
+                    should_stop, passed_at + self.settings.bridge_pass_seconds - time.monotonic()
+                )
+            passed_at = time.monotonic()
             reads = await asyncio.gather(
                 *(self._read(kinesis, cursors[shard_id]) for shard_id in readable)
             )

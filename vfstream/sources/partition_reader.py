@@ -22,6 +22,9 @@ from vfstream.settings import Settings
 log = logging.getLogger(__name__)
 
 ATTEMPT_TIMEOUT_SECONDS = 30.0
+FETCH_WAIT_MS = 10
+# A hole of markers returns no records: poll briefly and look at the position again.
+POLL_MS = 20
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class CommittedRangeReader:
         self._attempt_timeout = attempt_timeout
         self._max_backoff = max_backoff
         self._consumer: AIOKafkaConsumer | None = None
+        self._assigned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
 
     async def _started(self) -> AIOKafkaConsumer:
@@ -64,9 +68,13 @@ class CommittedRangeReader:
                 isolation_level="read_committed",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
+                # Most reads are holes of one transaction marker (one per transaction a
+                # partition takes part in: every bridge pass): the broker answers at once.
+                fetch_max_wait_ms=FETCH_WAIT_MS,
             )
             await consumer.start()
             self._consumer = consumer
+            self._assigned = set()
         return self._consumer
 
     async def _drop_consumer(self) -> None:
@@ -116,7 +124,13 @@ class CommittedRangeReader:
     async def _read_once(self, partition: int, start: int, end: int) -> list[RangeRecord]:
         tp = TopicPartition(self.topic, partition)
         consumer = await self._started()
-        consumer.assign([tp])
+        if tp not in self._assigned:
+            # Assigning resets the consumer's fetch state: grow the assignment once per
+            # partition and fetch only the one being read.
+            self._assigned.add(tp)
+            consumer.assign(sorted(self._assigned))
+        consumer.pause(*(other for other in self._assigned if other != tp))
+        consumer.resume(tp)
         consumer.seek(tp, start)
         out: list[RangeRecord] = []
         deadline = time.monotonic() + self._attempt_timeout
@@ -126,7 +140,7 @@ class CommittedRangeReader:
                     f"{self.topic}[{partition}]: offsets {start}..{end - 1} not read in "
                     f"{self._attempt_timeout:.0f}s (stopped at {position})"
                 )
-            batches = await consumer.getmany(tp, timeout_ms=500)
+            batches = await consumer.getmany(tp, timeout_ms=POLL_MS)
             for message in batches.get(tp, []):
                 if start <= message.offset < end:
                     out.append(RangeRecord(message.offset, message.key, message.value))
