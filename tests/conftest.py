@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +29,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield settings
     finally:
         run_cli(settings, "dev", "down")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests leave files for a person to look at (screenshots): kept after the run,
+    ``test-artifacts/`` in the checkout unless ``VFSTREAM_TEST_ARTIFACTS`` names another."""
+    place = Path(
+        os.environ.get("VFSTREAM_TEST_ARTIFACTS") or Path(__file__).parents[1] / "test-artifacts"
+    )
+    place.mkdir(parents=True, exist_ok=True)
+    return place
 
 
 @pytest.fixture

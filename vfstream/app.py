@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 from prometheus_client import CollectorRegistry
 
+from vfstream.domain.activity import ActivityLog
 from vfstream.domain.keys import partition_for
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
 from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
@@ -57,6 +59,7 @@ def raw_table(table: Any, *, keys: str = "raw") -> Any:
 REANNOUNCE_SECONDS = 5.0
 OVERDUE_CHECK_SECONDS = 10.0
 LAG_SECONDS = 5.0
+ACTIVITY_SECONDS = 1.0
 FLUSH_IDLE_SECONDS = 0.05
 TAIL_CHECK_SECONDS = 1.0
 EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
@@ -183,6 +186,7 @@ class VfStream:
             ),
         )
         self._warned_overdue: set[str] = set()
+        self.activity = ActivityLog()
         self._register()
 
     async def _emit_snapshots(self, snapshots: list[tuple[str, bytes]]) -> None:
@@ -305,6 +309,11 @@ class VfStream:
         async def measure_lag() -> None:
             await self.measure_lag()
 
+        @app.timer(ACTIVITY_SECONDS)
+        async def sample_activity() -> None:
+            applied = self.ledger.records_in + self.ledger.filled_records
+            self.activity.sample_records(time.time(), applied)
+
         if self.settings.listen_for_notifications:
 
             @app.task
@@ -349,10 +358,15 @@ class VfStream:
 
     async def measure_lag(self) -> None:
         consumer = self.app.consumer
+        score_lag: dict[int, int] = {}
         for tp, position in (await self._positions()).items():
             highwater = consumer.highwater(tp)
             if highwater is not None and position is not None:
-                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+                behind = max(highwater - position, 0)
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(behind)
+                if tp.topic == self.settings.score_records_topic:
+                    score_lag[tp.partition] = behind
+        self.activity.sample_lag(time.time(), score_lag)
 
     def apply_snapshot(self, key: bytes, value: bytes) -> SnapshotEffect:
         body = orjson.loads(value)

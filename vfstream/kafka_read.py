@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from vfstream.domain.dead_letters import describe, latest
 from vfstream.settings import Settings
 from vfstream.topics import partition_count
 
@@ -99,3 +101,57 @@ async def latest_values(settings: Settings, topic: str) -> dict[bytes, tuple[int
         else:
             table[message.key] = (message.partition, message.value)
     return table
+
+
+async def tail(
+    settings: Settings,
+    topic: str,
+    per_partition: int,
+    *,
+    open_transaction_grace: float = 2.0,
+) -> list[ConsumerRecord]:
+    """The last ``per_partition`` committed messages of each partition of ``topic``."""
+    count = await partition_count(settings, topic)
+    if count == 0:
+        raise LookupError(f"topic {topic} does not exist")
+    partitions = [TopicPartition(topic, p) for p in range(count)]
+    ends = await _high_watermarks(settings, partitions)
+    consumer = _reader(settings, "read_committed")
+    await consumer.start()
+    try:
+        starts = await consumer.beginning_offsets(partitions)
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, max(starts[tp], ends[tp] - per_partition))
+        out: list[ConsumerRecord] = []
+        remaining = {tp for tp in partitions if ends[tp] > starts[tp]}
+        deadline = time.monotonic() + open_transaction_grace + 5
+        while remaining and time.monotonic() < deadline:
+            batches = await consumer.getmany(*remaining, timeout_ms=200)
+            for messages in batches.values():
+                out.extend(messages)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def recent_dead_letters(
+    settings: Settings,
+    *,
+    campaign: str | None = None,
+    kind: str | None = None,
+    limit: int = 20,
+    scan: int = 2_000,
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` dead letters per campaign and kind, from the last ``scan``
+    messages of each partition of the dead-letter topic, newest first."""
+    messages = await tail(settings, settings.dead_letter_topic, scan)
+    described = [
+        letter
+        for message in messages
+        if message.value and (letter := describe(message.value, message.timestamp)) is not None
+    ]
+    return latest(described, campaign=campaign, kind=kind, limit=limit)

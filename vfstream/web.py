@@ -6,10 +6,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
+from cachetools import TTLCache
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -17,7 +19,9 @@ from vfstream.domain.fans import decode_envelope
 from vfstream.domain.keys import fan_key
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
+from vfstream.domain.runs import run_rows
 from vfstream.domain.windows import parse_window_bounds, shown
+from vfstream.kafka_read import recent_dead_letters
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 
 if TYPE_CHECKING:
@@ -74,6 +78,18 @@ def quiet_malformed_requests() -> None:
 async def _security_headers(request: Any, response: Any) -> None:
     """Every response, errors and proxied answers included, carries the security headers."""
     response.headers.update(SECURITY_HEADERS)
+
+
+DEAD_LETTER_CACHE_SECONDS = 3.0
+
+
+def _bounded_int(text: str | None, *, default: int, most: int) -> int:
+    """A positive count from a query parameter, at most ``most``; ``default`` if unreadable."""
+    try:
+        value = int(text) if text else default
+    except ValueError:
+        return default
+    return max(1, min(value, most))
 
 
 def _json(view: View, body: Any, status: int = 200) -> Response:
@@ -241,6 +257,63 @@ def register_views(stream: VfStream) -> None:
                 return _json(self, answer, exc.status)
             return _json(self, body)
 
+    @app.page(f"/campaigns/{CAMPAIGN}/runs")
+    class CampaignRuns(View):
+        async def get(self, request: Request, campaignId: str) -> Response:
+            async def local() -> Response:
+                if not stream.campaign_counts.get(campaignId.encode()):
+                    return _json(self, {"error": f"unknown campaign {shown(campaignId)}"}, 404)
+                return _json(
+                    self, {"campaignId": campaignId, "runs": local_runs(stream, campaignId)}
+                )
+
+            return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
+
+    @app.page("/runs/local")
+    class LocalRuns(View):
+        async def get(self, request: Request) -> Response:
+            campaign = request.query.get("campaign") or None
+            return _json(self, {"runs": local_runs(stream, campaign)})
+
+    @app.page("/dashboard/runs")
+    class AllRuns(View):
+        async def get(self, request: Request) -> Response:
+            campaign = request.query.get("campaign") or None
+            limit = _bounded_int(request.query.get("limit"), default=100, most=500)
+            return _json(self, {"runs": await all_runs(stream, campaign, limit)})
+
+    @app.page("/worker/activity")
+    class WorkerActivity(View):
+        async def get(self, request: Request) -> Response:
+            return _json(self, worker_activity(stream))
+
+    @app.page("/dashboard/workers")
+    class AllWorkers(View):
+        async def get(self, request: Request) -> Response:
+            others = await from_other_workers(stream, "/worker/activity")
+            workers = sorted([worker_activity(stream), *others], key=lambda w: w["worker"])
+            return _json(self, {"workers": workers})
+
+    dead_letter_cache: TTLCache[tuple[str | None, str | None, int], Any] = TTLCache(
+        maxsize=64, ttl=DEAD_LETTER_CACHE_SECONDS
+    )
+
+    @app.page("/dashboard/dead-letters")
+    class DeadLetters(View):
+        async def get(self, request: Request) -> Response:
+            campaign = request.query.get("campaign") or None
+            kind = request.query.get("kind") or None
+            limit = _bounded_int(request.query.get("limit"), default=20, most=200)
+            query = (campaign, kind, limit)
+            if query not in dead_letter_cache:
+                try:
+                    dead_letter_cache[query] = await recent_dead_letters(
+                        stream.settings, campaign=campaign, kind=kind, limit=limit
+                    )
+                except Exception as exc:  # the broker away: say so, keep serving
+                    return _unavailable(self, type(exc).__name__)
+            return _json(self, {"deadLetters": dead_letter_cache[query]})
+
     @app.page("/campaigns/local")
     class LocalCampaigns(View):
         async def get(self, request: Request) -> Response:
@@ -294,26 +367,67 @@ def local_campaigns(stream: VfStream) -> list[dict[str, Any]]:
     return out
 
 
+async def from_other_workers(stream: VfStream, path: str) -> list[Any]:
+    """Every other worker's JSON answer to ``path`` (the workers the assignment knows)."""
+    me = str(stream.app.conf.canonical_url).rstrip("/")
+    try:
+        hosts = {str(host).rstrip("/") for host in stream.app.router.tables_metadata()}
+    except Exception:
+        hosts = set()
+    answers: list[Any] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
+        for url in sorted(hosts - {me}):
+            try:
+                async with session.get(url + path) as resp:
+                    answers.append(await resp.json())
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                continue
+    return answers
+
+
 async def all_campaigns(stream: VfStream) -> list[dict[str, Any]]:
     """Every worker's local campaigns, gathered through the table's routing metadata."""
     merged = {item["campaignId"]: item for item in local_campaigns(stream)}
-    me = str(stream.app.conf.canonical_url).rstrip("/")
-    try:
-        hosts = set(stream.app.router.table_metadata(stream.campaign_counts.name))
-    except Exception:
-        hosts = set()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-        for host in hosts:
-            url = str(host).rstrip("/")
-            if url == me:
-                continue
-            try:
-                async with session.get(f"{url}/campaigns/local") as resp:
-                    for item in (await resp.json())["campaigns"]:
-                        merged[item["campaignId"]] = item
-            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError):
-                continue
+    for answer in await from_other_workers(stream, "/campaigns/local"):
+        for item in answer.get("campaigns", []):
+            merged[item["campaignId"]] = item
     return sorted(merged.values(), key=lambda item: item["campaignId"])
+
+
+def local_runs(stream: VfStream, campaign: str | None = None) -> list[dict[str, Any]]:
+    """The scoring runs of the campaigns this worker holds counts of."""
+    rows: list[dict[str, Any]] = []
+    for key, value in stream.campaign_counts.items():
+        if not value or (campaign is not None and key != campaign.encode()):
+            continue
+        totals = CampaignTotals.from_bytes(value)
+        raw_book = stream.report_books.get(key)
+        rows.extend(run_rows(totals, ReportBook.from_bytes(raw_book) if raw_book else None))
+    return rows
+
+
+async def all_runs(stream: VfStream, campaign: str | None, limit: int) -> list[dict[str, Any]]:
+    """Every worker's runs, newest first (a standby copy and its owner agree: one row a run)."""
+    query = f"?campaign={quote(campaign, safe='')}" if campaign else ""
+    merged = {row["runId"]: row for row in local_runs(stream, campaign)}
+    for answer in await from_other_workers(stream, "/runs/local" + query):
+        for row in answer.get("runs", []):
+            merged.setdefault(row["runId"], row)
+    rows = sorted(
+        merged.values(),
+        key=lambda row: row["announcedAt"] or row["settledAt"] or "",
+        reverse=True,
+    )
+    return rows[:limit]
+
+
+def worker_activity(stream: VfStream) -> dict[str, Any]:
+    """This worker: its URL, the score partitions it owns, its rate and lag series."""
+    return {
+        "worker": str(stream.app.conf.canonical_url).rstrip("/"),
+        "partitions": sorted(stream.owned_score_partitions()),
+        **stream.activity.as_json(),
+    }
 
 
 def window_series(

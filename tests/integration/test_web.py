@@ -76,7 +76,7 @@ async def test_endpoints_and_errors_on_one_worker(
     assert (await worker.get_json("/health")) == (200, {"status": "alive"})
     assert (await worker.get_json("/ready")) == (200, {"ready": True})
     status, page = await get_text(worker, "/")
-    assert status == 200 and "campaign counts" in page and '<script src="/static/' in page
+    assert status == 200 and "Campaign counts" in page and '<script src="/static/' in page
     status, script = await get_text(worker, "/static/dashboard.js")
     assert status == 200 and "textContent" in script and "innerHTML" not in script
     status, listing = await worker.get_json("/dashboard/campaigns")
@@ -145,9 +145,11 @@ async def test_two_workers_give_the_same_answers_for_any_key(
         second.stop()
 
 
-async def test_dashboard_in_a_browser_shows_the_counts_view_numbers(
-    isolated: Settings, worker: WorkerProcess, tmp_path: Path
+async def test_console_in_a_browser_answers_the_operators_questions(
+    isolated: Settings, worker: WorkerProcess, artifacts: Path
 ) -> None:
+    """After a real ingest with 2 invalid rows of 7: counts, the run, a refusal reason, the
+    lag chart and a fan, all as Debian's Chromium renders them under the page's CSP."""
     from playwright.async_api import async_playwright
 
     assert shutil.which("chromium"), "Debian's chromium is needed: `make browser` installs it"
@@ -157,6 +159,7 @@ async def test_dashboard_in_a_browser_shows_the_counts_view_numbers(
         lambda: worker.get_json("/campaigns/c1001/counts"),
         lambda answer: answer == (200, SAMPLE_COUNTS),
     )
+    errors: list[str] = []
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=shutil.which("chromium"),
@@ -169,18 +172,91 @@ async def test_dashboard_in_a_browser_shows_the_counts_view_numbers(
             ],
         )
         try:
-            page = await browser.new_page()
+            page = await browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(worker.base_url + "/")
-            row = page.locator('tr[data-campaign="c1001"]')
-            await row.wait_for(timeout=15_000)
+
+            counts_row = page.locator('tr[data-campaign="c1001"]')
+            await counts_row.wait_for(timeout=15_000)
             shown = {
-                name: int((await row.locator(f"td.{name}").inner_text()).replace(",", ""))
+                name: int((await counts_row.locator(f"td.{name}").inner_text()).replace(",", ""))
                 for name in ("verified", "rejected", "selected")
             }
             await page.locator("#chart rect").first.wait_for(timeout=15_000)
-            await page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+
+            run_row = page.locator(f'#runs tr[data-key="{SAMPLE_KEY}"]')
+            await run_row.locator("td.settled", has_text="yes").wait_for(timeout=30_000)
+            run = {
+                name: (await run_row.locator(f"td.{name}").inner_text())
+                for name in ("rows-in", "valid", "invalid", "applied", "campaign")
+            }
+
+            letter = page.locator("#dead-letters tbody tr", has_text="u1006000")
+            await letter.wait_for(timeout=15_000)
+            letter_reasons = await letter.locator("td.reasons").inner_text()
+            letter_where = await letter.locator("td.where").inner_text()
+
+            # Lag is sampled every few seconds and rates every second: wait for both.
+            activity = page.locator("#activity")
+            await page.locator("#activity polyline.lag").first.wait_for(
+                state="attached", timeout=30_000
+            )
+            samples = int(await activity.get_attribute("data-samples") or 0)
+            owned = await page.locator("#workers td.partitions").first.inner_text()
+
+            await page.fill("#fan-campaign", "c1001")
+            await page.fill("#fan-user", "u1003")
+            await page.click("#fan-form button")
+            await page.locator('#fan-state[data-status="200"]').wait_for(timeout=15_000)
+            fan_text = await page.locator("#fan-state").inner_text()
+
+            await page.screenshot(path=str(artifacts / "operators-console.png"), full_page=True)
         finally:
             await browser.close()
     _, counts = await worker.get_json("/campaigns/c1001/counts")
     assert shown == {k: counts[k] for k in ("verified", "rejected", "selected")}
-    assert (tmp_path / "dashboard.png").stat().st_size > 1000
+    assert run == {
+        "rows-in": "7",
+        "valid": "5",
+        "invalid": "2",
+        "applied": "5 / 5",
+        "campaign": "c1001",
+    }
+    assert "score" in letter_reasons and letter_where.endswith(f"{SAMPLE_KEY}:8")
+    assert samples > 0
+    assert owned.split(", ")[0].isdigit()
+    assert '"globalUserId": "u1003"' in fan_text and 'O\\"Neil' in fan_text
+    assert errors == []
+    assert (artifacts / "operators-console.png").stat().st_size > 10_000
+
+
+async def test_console_endpoints_answer_in_json_and_refuse_nothing_silently(
+    isolated: Settings, worker: WorkerProcess
+) -> None:
+    await put_object(isolated, SAMPLE_KEY, SAMPLE_PATH.read_bytes())
+    await ScoringFileIngestor(isolated).ingest(isolated.scoring_bucket, SAMPLE_KEY, force=True)
+    await eventually(
+        lambda: worker.get_json("/campaigns/c1001/runs"),
+        lambda answer: answer[0] == 200 and answer[1]["runs"] and answer[1]["runs"][0]["settled"],
+    )
+    _, body = await worker.get_json("/campaigns/c1001/runs")
+    (run,) = body["runs"]
+    assert (run["key"], run["rowsIn"], run["valid"], run["invalid"]) == (SAMPLE_KEY, 7, 5, 2)
+    assert run["report"] in {"posted", "given up", "pending", "not needed"}
+    assert (await worker.get_json("/campaigns/nope/runs"))[0] == 404
+    _, listing = await worker.get_json("/dashboard/runs?campaign=c1001&limit=oops")
+    assert [r["runId"] for r in listing["runs"]] == [run["runId"]]
+    _, other = await worker.get_json("/dashboard/runs?campaign=somebody-else")
+    assert other["runs"] == []
+
+    _, letters = await worker.get_json("/dashboard/dead-letters?campaign=c1001&kind=scoring-row")
+    lines = sorted(letter["line"] for letter in letters["deadLetters"])
+    assert lines == [7, 8]
+    _, none = await worker.get_json("/dashboard/dead-letters?kind=no-such-kind")
+    assert none["deadLetters"] == []
+    _, one = await worker.get_json("/dashboard/dead-letters?campaign=c1001&limit=1")
+    assert len(one["deadLetters"]) == 1
+
+    _, workers = await worker.get_json("/dashboard/workers")
+    (me,) = workers["workers"]
+    assert sorted(me["partitions"]) == list(range(isolated.topic_partitions))

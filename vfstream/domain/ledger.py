@@ -22,6 +22,7 @@ progress uses the same watermark rule.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -203,6 +204,18 @@ def resume_offset(committed: int | None, recorded: int | None) -> int | None:
     return min(committed if committed is not None else 0, recorded)
 
 
+# Settled runs a campaign's totals remember in full (the runs view); older ones by id only.
+HISTORY_RUNS = 50
+
+
+class SettledRun(BaseModel):
+    """A run that settled: its announcement, the records applied, and when."""
+
+    run: RunAnnouncement
+    applied: int
+    settledAt: datetime
+
+
 class CampaignTotals(BaseModel):
     """The campaign counts table's value: the latest partial of every source partition."""
 
@@ -213,6 +226,8 @@ class CampaignTotals(BaseModel):
     # settled runs, so a redelivered marker or snapshot cannot settle a run twice.
     announced: dict[str, RunAnnouncement] = Field(default_factory=dict)
     settled: list[str] = Field(default_factory=list)
+    # The newest settled runs with what they reached and when: the operator's runs view.
+    history: list[SettledRun] = Field(default_factory=list)
 
     @property
     def counts(self) -> Counts:
@@ -252,17 +267,22 @@ class CampaignTotals(BaseModel):
         if run.runId not in self.announced and run.runId not in self.settled:
             self.announced[run.runId] = run
 
-    def settle(self) -> list[RunAnnouncement]:
+    def settle(self, now: datetime | None = None) -> list[RunAnnouncement]:
         """Announced runs whose records are all applied, marked settled; each only once.
 
         Partials are flushed before the run progress that covers them (one partition of
         the partials topic per campaign, in order), so the counts are final for these runs.
         """
         done = [run for run in self.announced.values() if self.run_applied(run.runId) >= run.valid]
+        settled_at = now or datetime.now(UTC)
         for run in done:
             del self.announced[run.runId]
             self.settled.append(run.runId)
+            self.history.append(
+                SettledRun(run=run, applied=self.run_applied(run.runId), settledAt=settled_at)
+            )
         del self.settled[:-REMEMBERED_RUNS]
+        del self.history[:-HISTORY_RUNS]
         return done
 
     def to_bytes(self) -> bytes:

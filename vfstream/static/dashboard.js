@@ -1,10 +1,12 @@
-// The dashboard's script. Campaign ids come from S3 keys and Kinesis records, so every value
-// shown goes in through textContent or setAttribute, never as markup (the page is served with
-// a Content-Security-Policy that refuses inline script).
+// The operator's console. Campaign ids, names, file keys, reasons and raw rows come from S3
+// keys, files and Kinesis records: every value goes in through textContent or setAttribute,
+// never as markup (the page is served with a Content-Security-Policy that refuses inline
+// script and eval).
 "use strict";
 
 const fmt = n => Number(n).toLocaleString("en-US");
 const SVG = "http://www.w3.org/2000/svg";
+const EVERY_MS = 2000;
 let selected = null;
 
 async function getJson(path) {
@@ -16,8 +18,14 @@ async function getJson(path) {
 function cell(className, text) {
   const td = document.createElement("td");
   if (className) td.className = className;
-  td.textContent = text;
+  td.textContent = text == null ? "" : String(text);
   return td;
+}
+
+function row(...cells) {
+  const tr = document.createElement("tr");
+  tr.append(...cells);
+  return tr;
 }
 
 function svgElement(name, attributes) {
@@ -25,6 +33,15 @@ function svgElement(name, attributes) {
   for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, String(value));
   return element;
 }
+
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) if (value) search.set(key, value);
+  const text = search.toString();
+  return text ? "?" + text : "";
+}
+
+// --- campaign counts and windowed changes ---------------------------------------------
 
 function drawChart(series) {
   const svg = document.getElementById("chart");
@@ -50,8 +67,6 @@ function drawChart(series) {
 }
 
 function countsRow(c) {
-  const tr = document.createElement("tr");
-  tr.dataset.campaign = c.campaignId;
   const link = document.createElement("a");
   link.href = "#";
   link.className = "campaign";
@@ -59,28 +74,149 @@ function countsRow(c) {
   link.addEventListener("click", e => { e.preventDefault(); selected = c.campaignId; refresh(); });
   const first = cell("", "");
   first.appendChild(link);
-  tr.append(first, cell("verified", fmt(c.verified)), cell("rejected", fmt(c.rejected)),
-            cell("selected", fmt(c.selected)));
+  const tr = row(first, cell("verified", fmt(c.verified)), cell("rejected", fmt(c.rejected)),
+                 cell("selected", fmt(c.selected)));
+  tr.dataset.campaign = c.campaignId;
   return tr;
 }
 
-async function refresh() {
-  try {
-    const list = await getJson("/dashboard/campaigns");
-    document.querySelector("#counts tbody").replaceChildren(...list.campaigns.map(countsRow));
-    if (!selected && list.campaigns.length) selected = list.campaigns[0].campaignId;
-    if (selected) {
-      document.getElementById("chart-title").textContent = "Windowed changes — " + selected;
-      drawChart(await getJson(`/campaigns/${encodeURIComponent(selected)}/counts/windows`));
-    }
-    document.body.dataset.loaded = "true";
-  } catch (err) {
-    document.body.dataset.error = String(err);
+async function refreshCounts() {
+  const list = await getJson("/dashboard/campaigns");
+  document.querySelector("#counts tbody").replaceChildren(...list.campaigns.map(countsRow));
+  if (!selected && list.campaigns.length) selected = list.campaigns[0].campaignId;
+  if (selected) {
+    document.getElementById("chart-title").textContent = "Windowed changes — " + selected;
+    drawChart(await getJson(`/campaigns/${encodeURIComponent(selected)}/counts/windows`));
   }
+}
+
+// --- scoring runs ---------------------------------------------------------------------
+
+function runRow(r) {
+  const settled = r.settled ? "yes, " + (r.settledAt || "").slice(0, 19).replace("T", " ") : "no";
+  const tr = row(cell("file", r.key), cell("campaign", r.campaignId), cell("rows-in", fmt(r.rowsIn)),
+                 cell("valid", fmt(r.valid)), cell("invalid", fmt(r.invalid)),
+                 cell("applied", fmt(r.applied) + " / " + fmt(r.expected)),
+                 cell("settled", settled), cell("report", r.report));
+  tr.dataset.run = r.runId;
+  tr.dataset.key = r.key;
+  return tr;
+}
+
+async function refreshRuns() {
+  const campaign = document.getElementById("runs-campaign").value.trim();
+  const body = await getJson("/dashboard/runs" + query({campaign, limit: 100}));
+  document.querySelector("#runs tbody").replaceChildren(...body.runs.map(runRow));
+}
+
+// --- dead letters ---------------------------------------------------------------------
+
+function letterRow(d) {
+  return row(cell("at", (d.at || "").slice(0, 19).replace("T", " ")), cell("kind", d.kind),
+             cell("campaign", d.campaignId), cell("where", d.where),
+             cell("reasons", d.reasons.join("; ")), cell("raw", d.raw));
+}
+
+async function refreshDeadLetters() {
+  const campaign = document.getElementById("letters-campaign").value.trim();
+  const kind = document.getElementById("letters-kind").value;
+  const body = await getJson("/dashboard/dead-letters" + query({campaign, kind, limit: 20}));
+  document.querySelector("#dead-letters tbody").replaceChildren(...body.deadLetters.map(letterRow));
+}
+
+// --- throughput and lag ---------------------------------------------------------------
+
+function line(points, colour, className) {
+  if (points.length < 2) return null;
+  return svgElement("polyline", {
+    points: points.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" "),
+    fill: "none", stroke: colour, "stroke-width": 1.5, class: className,
+  });
+}
+
+function drawActivity(workers) {
+  const svg = document.getElementById("activity");
+  svg.replaceChildren();
+  const now = Date.now() / 1000, span = 300, width = 700, height = 170;
+  const x = at => 10 + (1 - Math.min(span, Math.max(0, now - at)) / span) * width;
+  // Records per second of all workers, summed per second.
+  const rate = new Map();
+  for (const w of workers) for (const r of w.rates) {
+    const second = Math.round(r.at);
+    rate.set(second, (rate.get(second) || 0) + r.perSecond);
+  }
+  const ratePoints = [...rate.entries()].sort((a, b) => a[0] - b[0]);
+  const lags = new Map();
+  for (const w of workers) for (const sample of w.lag) {
+    for (const [partition, behind] of Object.entries(sample.partitions)) {
+      if (!lags.has(partition)) lags.set(partition, []);
+      lags.get(partition).push([sample.at, behind]);
+    }
+  }
+  const maxRate = Math.max(1, ...ratePoints.map(p => p[1]));
+  const maxLag = Math.max(1, ...[...lags.values()].flat().map(p => p[1]));
+  const rateLine = line(ratePoints.map(([at, v]) => [x(at), 185 - v / maxRate * height]),
+                        "#36c", "rate");
+  if (rateLine) svg.appendChild(rateLine);
+  for (const [partition, points] of lags) {
+    points.sort((a, b) => a[0] - b[0]);
+    const lagLine = line(points.map(([at, v]) => [x(at), 185 - v / maxLag * height]), "#c60", "lag");
+    if (lagLine) {
+      lagLine.dataset.partition = partition;
+      svg.appendChild(lagLine);
+    }
+  }
+  const label = svgElement("text", {x: 12, y: 12, "font-size": 10});
+  label.textContent = `max ${fmt(Math.round(maxRate))} records/s, ${fmt(maxLag)} messages behind; last 5 min`;
+  svg.appendChild(label);
+  svg.dataset.samples = String(ratePoints.length + [...lags.values()].reduce((n, p) => n + p.length, 0));
+}
+
+function workerRow(w) {
+  const last = w.rates.length ? w.rates[w.rates.length - 1].perSecond : 0;
+  return row(cell("worker", w.worker), cell("partitions", w.partitions.join(", ")),
+             cell("rate", fmt(last)));
+}
+
+async function refreshActivity() {
+  const body = await getJson("/dashboard/workers");
+  drawActivity(body.workers);
+  document.querySelector("#workers tbody").replaceChildren(...body.workers.map(workerRow));
+}
+
+// --- fan lookup -----------------------------------------------------------------------
+
+async function lookUpFan(event) {
+  event.preventDefault();
+  const campaign = document.getElementById("fan-campaign").value.trim();
+  const user = document.getElementById("fan-user").value.trim();
+  const out = document.getElementById("fan-state");
+  try {
+    const r = await fetch(`/campaigns/${encodeURIComponent(campaign)}/fans/${encodeURIComponent(user)}`,
+                          {cache: "no-store"});
+    const body = await r.json();
+    out.textContent = JSON.stringify(body, null, 2);
+    out.dataset.status = String(r.status);
+  } catch (err) {
+    out.textContent = String(err);
+    out.dataset.status = "error";
+  }
+}
+
+async function refresh() {
+  const parts = [refreshCounts, refreshRuns, refreshDeadLetters, refreshActivity];
+  const results = await Promise.allSettled(parts.map(part => part()));
+  const failed = results.filter(r => r.status === "rejected").map(r => String(r.reason));
+  document.body.dataset.error = failed.join("; ");
+  document.body.dataset.loaded = "true";
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("me").textContent = location.host;
+  document.getElementById("fan-form").addEventListener("submit", lookUpFan);
+  for (const id of ["runs-campaign", "letters-campaign", "letters-kind"]) {
+    document.getElementById(id).addEventListener("change", refresh);
+  }
   refresh();
-  setInterval(refresh, 2000);
+  setInterval(refresh, EVERY_MS);
 });
