@@ -39,6 +39,62 @@ async def _high_watermarks(
         await consumer.stop()
 
 
+async def offset_range(
+    settings: Settings, topic: str
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Each partition's first offset and high watermark."""
+    count = await partition_count(settings, topic)
+    partitions = [TopicPartition(topic, p) for p in range(count)]
+    consumer = _reader(settings, "read_uncommitted")
+    await consumer.start()
+    try:
+        if not partitions:
+            return {}, {}
+        starts = await consumer.beginning_offsets(partitions)
+        return starts, await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
+async def holding_records(
+    settings: Settings,
+    ranges: dict[TopicPartition, tuple[int, int]],
+    *,
+    timeout: float = 3.0,
+) -> set[TopicPartition]:
+    """The partitions with a committed record in ``[start, end)``.
+
+    A transactional producer ends every transaction with a commit marker: an offset with
+    no record. A group that has read everything commits the offset after its last record,
+    one short of the end, so end minus committed is not yet lag; this tells the two apart.
+    """
+    wanted = {tp: span for tp, span in ranges.items() if span[0] < span[1]}
+    if not wanted:
+        return set()
+    consumer = _reader(settings, "read_committed")
+    await consumer.start()
+    found: set[TopicPartition] = set()
+    try:
+        consumer.assign(list(wanted))
+        for tp, (start, _) in wanted.items():
+            consumer.seek(tp, start)
+        remaining = set(wanted)
+        deadline = time.monotonic() + timeout
+        while remaining and time.monotonic() < deadline:
+            batches = await consumer.getmany(*remaining, timeout_ms=200, max_records=1)
+            for tp, messages in batches.items():
+                if any(m.offset < wanted[tp][1] for m in messages):
+                    found.add(tp)
+                    remaining.discard(tp)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= wanted[tp][1]:
+                    remaining.discard(tp)
+        # Not proven empty in time (an open transaction, a slow broker): count it as lag.
+        return found | remaining
+    finally:
+        await consumer.stop()
+
+
 async def read_committed(
     settings: Settings,
     topic: str,

@@ -19,7 +19,7 @@ from vfstream.domain.fans import decode_envelope
 from vfstream.domain.keys import fan_key
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
-from vfstream.domain.runs import run_rows
+from vfstream.domain.runs import newest_first, run_rows
 from vfstream.domain.windows import parse_window_bounds, shown
 from vfstream.kafka_read import recent_dead_letters
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
@@ -413,12 +413,7 @@ async def all_runs(stream: VfStream, campaign: str | None, limit: int) -> list[d
     for answer in await from_other_workers(stream, "/runs/local" + query):
         for row in answer.get("runs", []):
             merged.setdefault(row["runId"], row)
-    rows = sorted(
-        merged.values(),
-        key=lambda row: row["announcedAt"] or row["settledAt"] or "",
-        reverse=True,
-    )
-    return rows[:limit]
+    return newest_first(list(merged.values()))[:limit]
 
 
 def worker_activity(stream: VfStream) -> dict[str, Any]:

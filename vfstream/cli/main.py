@@ -1,4 +1,4 @@
-"""The ``vfstream`` command line."""
+"""The ``vfstream`` command line. Exit statuses: ``vfstream.cli.exit_codes``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import asyncio
 import json
 import logging
 import sys
+from typing import Any
 
+from vfstream.cli import exit_codes
 from vfstream.settings import get_settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -27,14 +31,25 @@ def _dev(args: argparse.Namespace) -> int:
         elif args.action == "down":
             stopped = stack.down()
             print(json.dumps({"stopped": stopped}))
+        elif args.action == "reset":
+            wiped = stack.wipe()
+            statuses = asyncio.run(stack.up())
+            print(json.dumps({"wiped": wiped, "components": [s.__dict__ for s in statuses]}))
         else:
             statuses = stack.status()
             print(status_json(statuses))
-            return 0 if all(s.running for s in statuses) else 3
+            return exit_codes.OK if all(s.running for s in statuses) else exit_codes.INCOMPLETE
     except StackError as exc:
         print(f"vfstream dev {args.action}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return exit_codes.FAILED
+    if args.action == "up" and stack.wiped:
+        print(
+            f"vfstream dev up: moto had stopped, and it keeps S3, DynamoDB, SQS and Kinesis "
+            f"data only in memory; wiped {' and '.join(stack.wiped)} so the stack starts "
+            "clean instead of half-restored",
+            file=sys.stderr,
+        )
+    return exit_codes.OK
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -82,6 +97,24 @@ def _bridge(args: argparse.Namespace) -> int:
     return run_bridge(args.stream, once=args.once)
 
 
+def _runs(args: argparse.Namespace) -> int:
+    from vfstream.cli.operator import run_runs
+
+    return run_runs(args.campaign, args.json)
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from vfstream.cli.operator import run_dead_letters
+
+    return run_dead_letters(args.campaign, args.kind, args.limit, args.json)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from vfstream.cli.operator import run_status
+
+    return run_status(args.json)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from vfstream.generator import main as generator_main
 
@@ -89,20 +122,39 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vfstream", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="vfstream",
+        description="Verified Fan scoring on Kafka. Exit status: 0 done, 1 input refused or a "
+        "service unreachable, 2 usage error, 3 done but incomplete (see README), 128+N "
+        "stopped by signal N.",
+    )
+    # --verbose is taken before or after the command; SUPPRESS keeps a subcommand's unset
+    # default from overwriting the value the main parser read.
+    verbosity = argparse.ArgumentParser(add_help=False)
+    verbosity.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the libraries' logs too (aiokafka, Faust, botocore)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    worker = sub.add_parser("worker", help="run a Faust worker (all agents, web server)")
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[verbosity], **kwargs)
+
+    worker = command("worker", help="run a Faust worker (all agents, web server)")
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=_worker)
 
-    ingest = sub.add_parser("ingest", help="ingest one scoring file from S3")
+    ingest = command("ingest", help="ingest one scoring file from S3")
     ingest.add_argument("url", help="s3://<bucket>/<key>")
     ingest.add_argument("--force", action="store_true", help="ingest even if done before")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.set_defaults(func=_ingest)
 
-    fanlist = sub.add_parser(
+    fanlist = command(
         "fanlist",
         help="store one fanlist file from S3 in DynamoDB and the campaign-data stream",
         description="Exit status: 0 stored, 1 file refused or a service unreachable, "
@@ -111,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     fanlist.add_argument("url", help="s3://<bucket>/fanlist/scored/<campaignId>/<timestamp>.csv")
     fanlist.set_defaults(func=_fanlist)
 
-    replay = sub.add_parser("replay", help="move the worker group's offsets (workers stopped)")
+    replay = command("replay", help="move the worker group's offsets (workers stopped)")
     replay.add_argument("--to", default=None, help="earliest | <ISO datetime> | <offset>")
     replay.add_argument("--topic", default=None, help="source topic (default: score records)")
     replay.add_argument(
@@ -121,26 +173,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(func=_replay)
 
-    reconcile = sub.add_parser("reconcile", help="recount from state; report or fix")
+    reconcile = command("reconcile", help="recount from state; report or fix")
     reconcile.add_argument("--campaign", default=None)
     reconcile.add_argument("--fix", action="store_true")
     reconcile.set_defaults(func=_reconcile)
 
-    dev = sub.add_parser("dev", help="the local stack: Kafka broker and AWS endpoint")
+    dev = command("dev", help="the local stack: Kafka broker and AWS endpoint")
     dev.add_argument(
         "action",
-        choices=["up", "down", "status", "fetch-kafka", "provision"],
-        help="provision: create topics and AWS resources on already running services",
+        choices=["up", "down", "status", "reset", "fetch-kafka", "provision"],
+        help="provision: create topics and AWS resources on already running services; "
+        "reset: stop both, wipe Kafka's data and local worker state, start clean. "
+        "up after down starts clean too (moto keeps its data only in memory)",
     )
     dev.set_defaults(func=_dev)
 
-    listen = sub.add_parser(
+    listen = command(
         "listen",
         help="ingest the files the S3 notification queue announces (the worker's listener alone)",
     )
     listen.set_defaults(func=_listen)
 
-    bridge = sub.add_parser(
+    bridge = command(
         "bridge", help="copy score records from a Kinesis stream to the score-record topic"
     )
     bridge.add_argument("--stream", default=None, help="the stream (default: bridge_stream)")
@@ -149,17 +203,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bridge.set_defaults(func=_bridge)
 
+    runs = command("runs", help="scoring runs: did my file go through? (newest first)")
+    runs.add_argument("--campaign", default=None)
+    runs.add_argument("--json", action="store_true", help="JSON for scripts")
+    runs.set_defaults(func=_runs)
+
+    letters = command("dead-letters", help="refused rows, files and records, newest first")
+    letters.add_argument("--campaign", default=None)
+    letters.add_argument("--kind", default=None, help="scoring-row, scoring-file, ...")
+    letters.add_argument("--limit", type=int, default=20, help="per campaign and kind")
+    letters.add_argument("--json", action="store_true", help="JSON for scripts")
+    letters.set_defaults(func=_dead_letters)
+
+    status = command(
+        "status",
+        help="the stack, the workers, their partitions and the lag",
+        description="Exit status: 0 workers running, 1 Kafka unreachable, "
+        "3 no worker in the group or the AWS endpoint down.",
+    )
+    status.add_argument("--json", action="store_true", help="JSON for scripts")
+    status.set_defaults(func=_status)
+
     # The generator has its own options: everything after `generate` goes to it, --help too.
-    generate = sub.add_parser("generate", help="write a realistic scoring file", add_help=False)
+    generate = command("generate", help="write a realistic scoring file", add_help=False)
     generate.add_argument("rest", nargs=argparse.REMAINDER)
     generate.set_defaults(func=_generate)
     return parser
 
 
+class _OursOnly(logging.Filter):
+    """Keeps the terminal to vfstream's own log lines (library ones with --verbose)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "vfstream" or record.name.startswith("vfstream.")
+
+
+def configure_logging(command: str, verbose: bool) -> None:
+    # The worker is a service: Faust sets up its logging from --loglevel, libraries included.
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    if command != "worker" and not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_OursOnly())
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["generate"]:
         # The generator owns its options (argparse's REMAINDER would not pass `--help` on).
@@ -167,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return generator_main(argv[1:])
     args = build_parser().parse_args(argv)
+    configure_logging(args.command, args.verbose)
     return int(args.func(args) or 0)
 
 

@@ -2,6 +2,14 @@
 
 Each process is started in its own session with its pid in ``<state>/<name>.pid`` and its
 output in ``<state>/<name>.log``; ``down`` stops only processes whose pid files ``up`` wrote.
+
+The stack comes back whole or clean, never half. moto keeps S3 objects, DynamoDB items, SQS
+messages and Kinesis records in memory only, and its recorder replays requests rather than
+restoring state (new sequence numbers, receipt handles and timestamps), so nothing can
+bring its data back after it stops. Kafka's log would then refer to files, items and shard
+positions that are gone. So when moto has to start, ``up`` wipes Kafka's data and the local
+worker state first and says so; when moto is still running, a restarted broker keeps its
+data and the stack is whole.
 """
 
 from __future__ import annotations
@@ -248,6 +256,12 @@ class KafkaBroker(ManagedProcess):
             ]
         return argv
 
+    def has_data(self) -> bool:
+        return (self.data_dir / "meta.properties").exists()
+
+    def wipe(self) -> None:
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
     def start(self) -> int:
         fetch_kafka(self.settings)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -331,6 +345,7 @@ class LocalStack:
         self.settings = settings
         self.kafka = KafkaBroker(settings)
         self.moto = MotoServer(settings)
+        self.wiped: list[str] = []
 
     def components(self) -> list[ManagedProcess]:
         return [self.kafka, self.moto]
@@ -342,8 +357,33 @@ class LocalStack:
         await ensure_topics(self.settings)
         await provision_aws(self.settings)
 
+    def wipe(self) -> list[str]:
+        """Stop both servers and remove what they and local workers kept; what was wiped."""
+        self.down()
+        wiped = []
+        if self.kafka.has_data():
+            self.kafka.wipe()
+            wiped.append(f"Kafka data ({self.kafka.data_dir})")
+        if self.settings.data_dir.exists():
+            shutil.rmtree(self.settings.data_dir, ignore_errors=True)
+            wiped.append(f"local worker state ({self.settings.data_dir})")
+        return wiped
+
+    def _keep_whole(self) -> list[str]:
+        """Before ``up``: a moto that must start comes back empty, so Kafka must too."""
+        if self.moto.pid() is not None or not self.kafka.has_data():
+            return []
+        wiped = self.wipe()
+        log.warning(
+            "moto was not running and keeps its data only in memory: wiped %s so Kafka "
+            "does not refer to S3 objects, DynamoDB items and Kinesis records that are gone",
+            " and ".join(wiped),
+        )
+        return wiped
+
     async def up(self) -> list[ComponentStatus]:
         started = time.monotonic()
+        self.wiped = self._keep_whole()
         for component in (self.kafka, self.moto):
             if component.pid() is None:
                 component.start()

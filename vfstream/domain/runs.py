@@ -48,6 +48,9 @@ def run_rows(totals: CampaignTotals, book: ReportBook | None) -> list[dict[str, 
         _row(run, totals.run_applied(run.runId), None, book) for run in totals.announced.values()
     ]
     settled = [_row(s.run, s.applied, s.settledAt, book) for s in totals.history]
-    rows = open_runs + settled
-    rows.sort(key=lambda row: row["announcedAt"] or row["settledAt"] or "", reverse=True)
-    return rows
+    return newest_first(open_runs + settled)
+
+
+def newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Runs of any campaigns in one list, the most recently announced first."""
+    return sorted(rows, key=lambda row: row["announcedAt"] or row["settledAt"] or "", reverse=True)
