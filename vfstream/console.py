@@ -22,6 +22,7 @@ from aiokafka.coordinator.protocol import (
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
+from vfstream.errors import DependencyUnavailable
 from vfstream.kafka_read import holding_records, latest_values, offset_range, recent_dead_letters
 from vfstream.settings import Settings
 from vfstream.topics import changelog_topic
@@ -29,7 +30,7 @@ from vfstream.topics import changelog_topic
 PROBE_SECONDS = 3.0
 
 
-class StackUnavailable(RuntimeError):
+class StackUnavailable(DependencyUnavailable):
     """Kafka (or the AWS endpoint) does not answer: nothing can be read."""
 
 

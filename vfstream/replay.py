@@ -27,8 +27,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from vfstream.cli.exit_codes import exit_status_of
 from vfstream.domain.keys import partition_for
 from vfstream.domain.records import parse_iso_datetime
+from vfstream.errors import OperatorError
 from vfstream.settings import Settings, get_settings
 from vfstream.topics import changelog_topic, ensure_topics, partition_count
 
@@ -36,7 +38,7 @@ COORDINATOR_WAIT_SECONDS = 30.0
 CHANGELOG_TABLES = ("fan-state", "campaign-counts", "campaign-count-windows")
 
 
-class ReplayError(RuntimeError):
+class ReplayError(OperatorError):
     """The offsets cannot be moved (group active, unknown topic, bad target)."""
 
 
@@ -221,6 +223,6 @@ def run_replay(to: str, topic: str | None = None, rebuild_state: bool = False) -
             result = asyncio.run(replay(settings, to, topic))
     except ReplayError as exc:
         print(f"vfstream replay: {exc}", file=sys.stderr)
-        return 1
+        return exit_status_of(exc)
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0

@@ -168,7 +168,7 @@ async def test_replay_to_earliest_keeps_counts_and_rebuild_gives_the_same(
         refused.start()
         await refused.wait_ready()
         busy = cli(isolated, "replay", "--to", "earliest")
-        assert busy.returncode == 1 and "stop every worker" in busy.stderr
+        assert busy.returncode == 2 and "stop every worker" in busy.stderr
         refused.stop()
 
         # A stopped worker leaves the group at once; a hung shutdown only when its session
@@ -253,7 +253,7 @@ async def test_records_committed_past_before_they_were_applied_are_read_and_coun
 
 async def test_replay_refuses_a_bad_target(isolated: Settings) -> None:
     done = cli(isolated, "replay", "--to", "yesterday-ish")
-    assert done.returncode == 1 and "--to takes earliest" in done.stderr
+    assert done.returncode == 2 and "--to takes earliest" in done.stderr
 
 
 async def test_reconcile_reports_nothing_when_healthy_and_fixes_a_corrupted_count(

@@ -188,7 +188,7 @@ async def test_a_missing_stream_is_a_clear_error(isolated: Settings) -> None:
     with pytest.raises(BridgeError, match="does not exist"):
         await KinesisBridge(isolated, stream=unique_stream("vf-missing")).drain()
     result = await asyncio.to_thread(run_cli, isolated, "bridge", "--stream", "nope", "--once")
-    assert result.returncode == 1
+    assert result.returncode == 2  # an operator error: name an existing stream
     assert "Kinesis stream nope does not exist" in result.stderr
 
 

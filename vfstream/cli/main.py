@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from vfstream.cli import exit_codes
+from vfstream.errors import VfStreamError
 from vfstream.settings import get_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -41,7 +42,7 @@ def _dev(args: argparse.Namespace) -> int:
             return exit_codes.OK if all(s.running for s in statuses) else exit_codes.INCOMPLETE
     except StackError as exc:
         print(f"vfstream dev {args.action}: {exc}", file=sys.stderr)
-        return exit_codes.FAILED
+        return exit_codes.exit_status_of(exc)
     if args.action == "up" and stack.wiped:
         print(
             f"vfstream dev up: moto had stopped, and it keeps S3, DynamoDB, SQS and Kinesis "
@@ -75,7 +76,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     if not args.rebuild and not args.to:
         print("vfstream replay: --to is required (or --rebuild)", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     return run_replay(args.to or "earliest", topic=args.topic, rebuild_state=args.rebuild)
 
 
@@ -124,9 +125,9 @@ def _generate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vfstream",
-        description="Verified Fan scoring on Kafka. Exit status: 0 done, 1 input refused or a "
-        "service unreachable, 2 usage error, 3 done but incomplete (see README), 128+N "
-        "stopped by signal N.",
+        description="Verified Fan scoring on Kafka. Exit status: 0 done, 1 input refused, "
+        "2 wrong request, 3 done but incomplete, 4 a service unreachable (see README), "
+        "128+N stopped by signal N.",
     )
     # --verbose is taken before or after the command; SUPPRESS keeps a subcommand's unset
     # default from overwriting the value the main parser read.
@@ -157,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     fanlist = command(
         "fanlist",
         help="store one fanlist file from S3 in DynamoDB and the campaign-data stream",
-        description="Exit status: 0 stored, 1 file refused or a service unreachable, "
-        "2 bad URL, 3 some items not stored or not streamed.",
+        description="Exit status: 0 stored, 1 file refused, 2 bad URL, "
+        "3 some items not stored or not streamed, 4 a service unreachable.",
     )
     fanlist.add_argument("url", help="s3://<bucket>/fanlist/scored/<campaignId>/<timestamp>.csv")
     fanlist.set_defaults(func=_fanlist)
@@ -218,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = command(
         "status",
         help="the stack, the workers, their partitions and the lag",
-        description="Exit status: 0 workers running, 1 Kafka unreachable, "
-        "3 no worker in the group or the AWS endpoint down.",
+        description="Exit status: 0 workers running, "
+        "3 no worker in the group or the AWS endpoint down, 4 Kafka unreachable.",
     )
     status.add_argument("--json", action="store_true", help="JSON for scripts")
     status.set_defaults(func=_status)
@@ -255,7 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         return generator_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.command, args.verbose)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except VfStreamError as exc:
+        # Whatever a command did not handle itself: its branch decides the status.
+        print(f"vfstream {args.command}: {exc}", file=sys.stderr)
+        return exit_codes.exit_status_of(exc)
 
 
 if __name__ == "__main__":

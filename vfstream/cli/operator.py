@@ -59,7 +59,7 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
 def run_runs(campaign: str | None, as_json: bool) -> int:
     runs = _read("runs", read_runs(get_settings(), campaign))
     if runs is None:
-        return exit_codes.FAILED
+        return exit_codes.UNAVAILABLE
     _emit({"runs": runs} if as_json else runs, as_json, runs_table)
     return exit_codes.OK
 
@@ -89,7 +89,7 @@ def run_dead_letters(campaign: str | None, kind: str | None, limit: int, as_json
     reading = read_dead_letters(get_settings(), campaign=campaign, kind=kind, limit=limit)
     letters = _read("dead-letters", reading)
     if letters is None:
-        return exit_codes.FAILED
+        return exit_codes.UNAVAILABLE
     _emit({"deadLetters": letters} if as_json else letters, as_json, dead_letters_table)
     return exit_codes.OK
 
@@ -130,7 +130,7 @@ def status_text(status: dict[str, Any]) -> str:
 def run_status(as_json: bool) -> int:
     status = _read("status", read_status(get_settings()))
     if status is None:
-        return exit_codes.FAILED
+        return exit_codes.UNAVAILABLE
     _emit(status, as_json, status_text)
     aws_down = status["stack"]["aws"]["reachable"] is False
     return exit_codes.INCOMPLETE if aws_down or not status["workers"] else exit_codes.OK

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from vfstream.errors import DependencyUnavailable
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-class StackError(RuntimeError):
+class StackError(DependencyUnavailable):
     """The local stack could not be brought to the wanted state."""
 
 

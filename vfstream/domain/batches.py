@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from vfstream.errors import InputRejected
+
 BATCH_FORMAT = 1
 MAX_BATCH_RECORDS = 1_000
 MAX_BATCH_BYTES = 512 * 1024
@@ -26,7 +28,7 @@ _HEAD = b'{"v":1,"records":['
 _TAIL = b"]}"
 
 
-class MalformedBatch(ValueError):
+class MalformedBatch(InputRejected):
     """A message of the score-record topic that is neither a batch nor a record."""
 
 

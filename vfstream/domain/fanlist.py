@@ -17,6 +17,7 @@ from vfstream.domain.records import (
     parse_iso_datetime,
     repeated_columns,
 )
+from vfstream.errors import FileRejected
 
 FANLIST_PREFIX = "fanlist/"
 FANLIST_KEY_PATTERN = re.compile(
@@ -27,7 +28,7 @@ IDENTIFIER_COLUMNS: tuple[str, ...] = ("memberId", "email")
 MAX_PARTITION_KEY_CHARS = 256
 
 
-class FanlistFileError(ValueError):
+class FanlistFileError(FileRejected):
     """A whole fanlist file is unusable; nothing of it may be stored."""
 
 

@@ -20,6 +20,7 @@ from pydantic import (
 
 from vfstream.domain.keys import fan_key
 from vfstream.domain.limits import DEFAULT_LIMITS, Limits, has_control_characters, over_bytes
+from vfstream.errors import FileRejected
 
 SCORING_KEY_PATTERN = re.compile(
     r"^scrubbed/registrants\.(?P<campaign_id>[^./]+)\.(?P<campaign_name>[^/]+?)\."
@@ -43,7 +44,7 @@ _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
 
-class ScoringFileError(ValueError):
+class ScoringFileError(FileRejected):
     """A whole scoring file is unusable; nothing of it may be ingested."""
 
 

@@ -10,7 +10,11 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import orjson
+from aiokafka.errors import KafkaError
+from botocore.exceptions import BotoCoreError
 
+from vfstream.cli import exit_codes
+from vfstream.errors import Interrupted
 from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import get_settings
 
@@ -28,12 +32,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if scheme != "s3" or not separator or not bucket or not key.strip("/"):
         raise ValueError(f"expected s3://<bucket>/<key>, got {url!r}")
     return bucket, key.lstrip("/")
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 async def _until_signalled(work: Coroutine[Any, Any, T]) -> T:
@@ -63,7 +61,7 @@ def run_ingest(url: str, *, force: bool = False, progress: bool = True) -> int:
         bucket, key = parse_s3_url(url)
     except ValueError as exc:
         print(f"vfstream ingest: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     ingestor = ScoringFileIngestor(get_settings(), progress=progress)
     try:
         summary = asyncio.run(_until_signalled(ingestor.ingest(bucket, key, force=force)))
@@ -74,19 +72,16 @@ def run_ingest(url: str, *, force: bool = False, progress: bool = True) -> int:
             "was aborted and nothing of it was ingested",
             file=sys.stderr,
         )
-        return 128 + signum
+        return exit_codes.SIGNALLED_BASE + signum
+    except (OSError, BotoCoreError, KafkaError) as exc:
+        # S3 or Kafka unreachable: nothing to summarise, only the cause to name.
+        print(f"vfstream ingest: could not ingest {url}: {exc}", file=sys.stderr)
+        return exit_codes.UNAVAILABLE
     sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
     if summary.status == "failed":
         print(f"vfstream ingest: {summary.error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-# Exit statuses of `vfstream fanlist`, so a script can tell a bad file from a partial store.
-EXIT_STORED = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INCOMPLETE = 3
+        return exit_codes.FAILED
+    return exit_codes.OK
 
 
 def run_fanlist(url: str) -> int:
@@ -96,17 +91,17 @@ def run_fanlist(url: str) -> int:
         bucket, key = parse_s3_url(url)
     except ValueError as exc:
         print(f"vfstream fanlist: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     try:
         summary = asyncio.run(FanlistIngestor(get_settings()).ingest(bucket, key))
     except Exception as exc:
         # S3, DynamoDB or Kafka unreachable: nothing to summarise, only the cause to name.
         print(f"vfstream fanlist: could not process {url}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.UNAVAILABLE
     sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
     if summary.status == "failed":
         print(f"vfstream fanlist: {summary.error}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     if summary.status == "incomplete":
         counts = summary.counts
         print(
@@ -114,5 +109,5 @@ def run_fanlist(url: str) -> int:
             f"{counts.stream.failed} record(s) not streamed; see the log for each",
             file=sys.stderr,
         )
-        return EXIT_INCOMPLETE
-    return EXIT_STORED
+        return exit_codes.INCOMPLETE
+    return exit_codes.OK

@@ -12,7 +12,8 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from vfstream.domain.records import CSV_COLUMNS, MAX_ROW_BYTES, ScoringFileError, check_header
+from vfstream.domain.records import CSV_COLUMNS, MAX_ROW_BYTES, check_header
+from vfstream.errors import FileRejected, InputRejected
 
 # The tap below ends every row at MAX_ROW_BYTES characters, so the csv module's own field
 # limit is never reached: when it was (a 190 KB quoted field), csv raised, restarted inside
@@ -40,7 +41,7 @@ class CsvRow:
         return {column: fields[index] for column, index in self.kept if index < count}
 
 
-class _OverlongLine(Exception):
+class _OverlongLine(InputRejected):
     """Raised through csv.reader to end the current row once it is too long.
 
     The tap has already skipped to the row's real end (see ``QuoteScanner``), so the next
@@ -202,7 +203,7 @@ def read_scoring_rows(stream: TextIO) -> Iterator[CsvRow]:
     """Yield every data row of a scoring file.
 
     ``stream`` must be decoded with ``errors="surrogateescape"`` and ``newline=""`` so that
-    invalid UTF-8 and quoted line breaks reach us intact. Raises ScoringFileError for a
+    invalid UTF-8 and quoted line breaks reach us intact. Raises FileRejected for a
     missing or incomplete header.
     """
     return read_csv_rows(stream, columns=CSV_COLUMNS, check_header=check_header)
@@ -218,7 +219,7 @@ def read_csv_rows(
 
     Shared by scoring and fanlist files, which differ only in their columns and header rules.
     ``check_header`` raises the file type's own error; an empty file, an unreadable or an
-    overlong header raise ScoringFileError.
+    overlong header raise FileRejected.
     """
     tap = _LineTap(stream)
     reader = csv.reader(tap, strict=True)
@@ -227,11 +228,11 @@ def read_csv_rows(
         try:
             first = next(reader)
         except StopIteration:
-            raise ScoringFileError("the file is empty: it has no header row") from None
+            raise FileRejected("the file is empty: it has no header row") from None
         except csv.Error as exc:
-            raise ScoringFileError(f"the header row is not valid CSV: {exc}") from exc
+            raise FileRejected(f"the header row is not valid CSV: {exc}") from exc
         except _OverlongLine:
-            raise ScoringFileError(
+            raise FileRejected(
                 f"the header row is longer than {MAX_ROW_BYTES // 1024} KiB"
             ) from None
         tap.take()

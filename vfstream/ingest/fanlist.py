@@ -39,9 +39,10 @@ from vfstream.domain.fanlist import (
     validate_fanlist_row,
 )
 from vfstream.domain.limits import DEFAULT_LIMITS
-from vfstream.domain.records import RowRejection, ScoringFileError
+from vfstream.domain.records import RowRejection
+from vfstream.errors import FileRejected
 from vfstream.ingest.csvrows import printable_raw, read_csv_rows
-from vfstream.ingest.s3body import BlockingS3Body, FileTooLarge, open_text
+from vfstream.ingest.s3body import BlockingS3Body, open_text
 from vfstream.metrics import DEAD_LETTERS, RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
 from vfstream.sinks.dynamo_batch import DynamoBatchWriter
@@ -104,41 +105,38 @@ class ParsedFanlist:
 def parse_fanlist_rows(
     text: TextIO, source: FanlistFile, max_rows: int = DEFAULT_LIMITS.file_rows
 ) -> ParsedFanlist:
-    """Validate every row of a fanlist file; raises FanlistFileError for a file-level fault.
+    """Validate every row of a fanlist file; raises FileRejected (a FanlistFileError, or
+    the shared CSV reader's or the size limit's) for a file-level fault.
 
     ``text`` must be decoded as ``s3body.open_text`` does, so that bad bytes reach the row
     they are in rather than failing the file.
     """
     parsed = ParsedFanlist()
-    try:
-        rows = read_csv_rows(text, columns=FANLIST_COLUMNS, check_header=check_fanlist_header)
-        for row in rows:
-            parsed.rows_in += 1
-            if parsed.rows_in > max_rows:
-                raise FanlistFileError(
-                    f"the file has more than {max_rows:,} rows; "
-                    "raise VFSTREAM_LIMIT_FILE_ROWS to take it"
+    rows = read_csv_rows(text, columns=FANLIST_COLUMNS, check_header=check_fanlist_header)
+    for row in rows:
+        parsed.rows_in += 1
+        if parsed.rows_in > max_rows:
+            raise FanlistFileError(
+                f"the file has more than {max_rows:,} rows; "
+                "raise VFSTREAM_LIMIT_FILE_ROWS to take it"
+            )
+        result = validate_fanlist_row(row.values)
+        reasons = [*row.reasons, *(result if isinstance(result, list) else [])]
+        if reasons:
+            parsed.rejections.append(
+                RowRejection(
+                    bucket=source.bucket,
+                    key=source.key,
+                    etag=source.etag,
+                    line=row.line,
+                    raw=printable_raw(row.raw),
+                    reasons=reasons,
+                    campaignId=source.fanlist_key.campaign_id,
+                    kind="fanlist-row",
                 )
-            result = validate_fanlist_row(row.values)
-            reasons = [*row.reasons, *(result if isinstance(result, list) else [])]
-            if reasons:
-                parsed.rejections.append(
-                    RowRejection(
-                        bucket=source.bucket,
-                        key=source.key,
-                        etag=source.etag,
-                        line=row.line,
-                        raw=printable_raw(row.raw),
-                        reasons=reasons,
-                        campaignId=source.fanlist_key.campaign_id,
-                        kind="fanlist-row",
-                    )
-                )
-            elif isinstance(result, FanlistRow):
-                parsed.valid.append(result)
-    except (ScoringFileError, FileTooLarge) as exc:
-        # The shared CSV reader names the file type it was first written for.
-        raise FanlistFileError(str(exc)) from exc
+            )
+        elif isinstance(result, FanlistRow):
+            parsed.valid.append(result)
     return parsed
 
 
@@ -161,7 +159,7 @@ class FanlistIngestor:
         summary = FanlistSummary(bucket=bucket, key=key)
         try:
             await self._ingest(summary)
-        except FanlistFileError as exc:
+        except FileRejected as exc:
             summary.status = "failed"
             summary.error = str(exc)
             summary.counts = FanlistCounts()
@@ -249,7 +247,7 @@ class FanlistIngestor:
                     source,
                     limits.file_rows,
                 )
-            except FanlistFileError as exc:
+            except FileRejected as exc:
                 await self._report_file_failure(source, exc)
                 raise
             finally:
@@ -294,7 +292,7 @@ class FanlistIngestor:
         )
         DEAD_LETTERS.labels("fanlist-row").inc(len(rejections))
 
-    async def _report_file_failure(self, source: FanlistFile, error: FanlistFileError) -> None:
+    async def _report_file_failure(self, source: FanlistFile, error: FileRejected) -> None:
         """One dead letter says why a file that could be read was refused as a whole."""
         rejection = RowRejection(
             bucket=source.bucket,

@@ -36,9 +36,10 @@ from vfstream.domain.records import (
     parse_scoring_key,
 )
 from vfstream.domain.reports import RunAnnouncement
+from vfstream.errors import FileRejected
 from vfstream.ingest.csvrows import printable_raw, read_scoring_rows
 from vfstream.ingest.inflight import InflightAnnouncer, fence_dead_ingests
-from vfstream.ingest.s3body import BlockingS3Body, FileTooLarge, open_text
+from vfstream.ingest.s3body import BlockingS3Body, open_text
 from vfstream.kafka_read import latest_values
 from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
@@ -150,7 +151,7 @@ class ScoringFileIngestor:
         summary = IngestSummary(bucket=bucket, key=key, forced=force)
         try:
             await self._ingest(summary, force)
-        except ScoringFileError as exc:
+        except FileRejected as exc:
             summary.status = "failed"
             summary.error = str(exc)
             summary.produced = 0
@@ -194,7 +195,7 @@ class ScoringFileIngestor:
                 try:
                     async with announcer.held():
                         await self._produce_file(producer, obj, scoring_key, summary, this_file)
-                except ScoringFileError:
+                except FileRejected:
                     await self._report_file_failure(producer, summary, this_file)
                     raise
             finally:
@@ -341,8 +342,6 @@ class ScoringFileIngestor:
                 if chunk.rows >= CHUNK_ROWS:
                     put(chunk)
                     chunk = _Chunk()
-        except FileTooLarge as exc:
-            raise ScoringFileError(str(exc)) from exc
         except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
             raise ScoringFileError(f"corrupt or truncated gzip stream: {exc}") from exc
         chunk.batches.extend(batches.drain())

@@ -12,12 +12,13 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from vfstream.errors import InputRejected
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class NotificationError(ValueError):
+class NotificationError(InputRejected):
     """An SQS message that is not an S3 event notification."""
 
 

@@ -12,6 +12,8 @@ import io
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from vfstream.errors import FileRejected
+
 
 class BlockingS3Body(io.RawIOBase):
     def __init__(
@@ -47,7 +49,7 @@ class BlockingS3Body(io.RawIOBase):
         return size
 
 
-class FileTooLarge(ValueError):
+class FileTooLarge(FileRejected):
     """The decompressed file passed the byte limit (``Limits.file_bytes``)."""
 
 

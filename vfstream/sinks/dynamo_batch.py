@@ -25,6 +25,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from vfstream.errors import DependencyUnavailable, InputRejected
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class BatchWriteResult:
     failed: list[FailedItem] = field(default_factory=list)
 
 
-class UnserialisableItem(ValueError):
+class UnserialisableItem(InputRejected):
     """An item holds a value DynamoDB cannot store (NaN, infinity, an unknown type)."""
 
 
@@ -95,7 +96,7 @@ def serialise_item(item: Mapping[str, Any]) -> dict[str, Any]:
         raise UnserialisableItem(str(exc)) from exc
 
 
-class _RetryLater(Exception):
+class _RetryLater(DependencyUnavailable):
     """Some puts of a call are still pending and worth another try."""
 
 

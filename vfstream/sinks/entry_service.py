@@ -19,14 +19,15 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from vfstream.errors import DependencyUnavailable
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
 
 
-class EntryServiceError(RuntimeError):
+class EntryServiceError(DependencyUnavailable):
     pass
 
 
-class _Retryable(Exception):
+class _Retryable(DependencyUnavailable):
     pass
 
 

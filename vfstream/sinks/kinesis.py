@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vfstream.errors import InputRejected
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class KinesisRecord:
         return len(self.data) + len(self.partition_key.encode())
 
 
-class RecordTooLarge(ValueError):
+class RecordTooLarge(InputRejected):
     """A single record over Kinesis's 1 MiB limit can never be sent."""
 
 

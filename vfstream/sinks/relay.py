@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from vfstream.errors import DependencyUnavailable
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 Batch = dict[TopicPartition, list[ConsumerRecord]]
 
 
-class Abandoned(Exception):
+class Abandoned(DependencyUnavailable):
     """The batch's partitions were revoked or the worker stops: leave it uncommitted."""
 
 

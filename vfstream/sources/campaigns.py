@@ -18,12 +18,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from vfstream.errors import DependencyUnavailable
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
 
 log = logging.getLogger(__name__)
 
 
-class CampaignServiceError(RuntimeError):
+class CampaignServiceError(DependencyUnavailable):
     """The campaign service could not answer; ``status`` is what to tell our caller."""
 
     def __init__(self, message: str, status: int) -> None:
@@ -31,7 +32,7 @@ class CampaignServiceError(RuntimeError):
         self.status = status
 
 
-class _Retryable(Exception):
+class _Retryable(DependencyUnavailable):
     pass
 
 

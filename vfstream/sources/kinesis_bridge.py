@@ -37,6 +37,7 @@ from tenacity import (
 )
 
 from vfstream.aws import aws_client
+from vfstream.cli.exit_codes import exit_status_of
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import partition_for
 from vfstream.domain.kinesis_feed import (
@@ -53,6 +54,7 @@ from vfstream.domain.shards import (
     readable_shards,
     waiting_shards,
 )
+from vfstream.errors import OperatorError
 from vfstream.kafka_read import latest_values
 from vfstream.metrics import (
     BRIDGE_AWS_RETRIES,
@@ -86,7 +88,7 @@ EXPIRED_ITERATOR = "ExpiredIteratorException"
 PROGRESS_LOG_SECONDS = 30.0
 
 
-class BridgeError(RuntimeError):
+class BridgeError(OperatorError):
     """The bridge cannot go on (no such stream, no checkpoints topic)."""
 
 
@@ -583,7 +585,7 @@ def run_bridge(stream: str | None = None, *, once: bool = False) -> int:
         summary = asyncio.run(main())
     except BridgeError as exc:
         print(f"vfstream bridge: {exc}", file=sys.stderr)
-        return 1
+        return exit_status_of(exc)
     except ProducerFenced:
         print(
             f"vfstream bridge: another bridge took over stream {stream or settings.bridge_stream}",

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from vfstream.errors import DependencyUnavailable
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class RangeRecord:
     value: bytes | None
 
 
-class RangeReadError(RuntimeError):
+class RangeReadError(DependencyUnavailable):
     """One attempt at a range did not finish in time."""
 
 

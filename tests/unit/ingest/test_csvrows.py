@@ -9,7 +9,8 @@ import zlib
 import pytest
 
 from tests.support.rows import MINIMAL_ROW
-from vfstream.domain.records import MAX_ROW_BYTES, ScoringFileError
+from vfstream.domain.records import MAX_ROW_BYTES
+from vfstream.errors import FileRejected
 from vfstream.ingest.csvrows import CsvRow, printable_raw, read_scoring_rows
 from vfstream.ingest.s3body import open_text
 
@@ -209,7 +210,7 @@ def test_last_row_without_a_line_end_is_read() -> None:
 
 @pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"\n", b"\r\n\r\n"])
 def test_empty_file_fails_as_having_no_header(data: bytes) -> None:
-    with pytest.raises(ScoringFileError, match="no header row"):
+    with pytest.raises(FileRejected, match="no header row"):
         rows_of(data)
 
 
@@ -219,17 +220,17 @@ def test_header_only_file_has_no_rows() -> None:
 
 
 def test_header_without_required_columns_fails_the_file() -> None:
-    with pytest.raises(ScoringFileError, match="lacks required columns: event_id"):
+    with pytest.raises(FileRejected, match="lacks required columns: event_id"):
         rows_of(b"globalUserId,id,campaign_id,score,isVerified\nu1,u1000,c1,0.5,true\n")
 
 
 def test_header_repeating_a_known_column_fails_the_file() -> None:
-    with pytest.raises(ScoringFileError, match="repeats columns: score"):
+    with pytest.raises(FileRejected, match="repeats columns: score"):
         rows_of((HEADER.rstrip("\n") + ",score\n" + line("u1")).encode())
 
 
 def test_header_longer_than_64_kib_fails_the_file() -> None:
-    with pytest.raises(ScoringFileError, match="header row is longer than 64 KiB"):
+    with pytest.raises(FileRejected, match="header row is longer than 64 KiB"):
         rows_of(("h" * (MAX_ROW_BYTES + 10) + "\n" + HEADER).encode())
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from vfstream.domain.fanlist import FANLIST_PREFIX, FanlistFileError, FanlistKey, FanlistRow
+from vfstream.domain.fanlist import FANLIST_PREFIX, FanlistKey, FanlistRow
+from vfstream.errors import FileRejected
 from vfstream.ingest.fanlist import FanlistFile, parse_fanlist_rows
 from vfstream.ingest.notifications import route_by_key_prefix
 from vfstream.ingest.s3body import open_text
@@ -67,7 +68,7 @@ def test_rows_are_validated_with_their_line_and_raw_text() -> None:
     ],
 )
 def test_a_file_without_a_usable_header_fails_whole(data: bytes, message: str) -> None:
-    with pytest.raises(FanlistFileError, match=message):
+    with pytest.raises(FileRejected, match=message):
         parse(data)
 
 

@@ -1,0 +1,64 @@
+"""One exception root: every exception class vfstream defines derives from VfStreamError,
+in one of the three branches the CLI maps to an exit status."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+
+import vfstream
+from vfstream.cli import exit_codes
+from vfstream.cli.exit_codes import exit_status_of
+from vfstream.errors import (
+    DependencyUnavailable,
+    FileRejected,
+    InputRejected,
+    Interrupted,
+    OperatorError,
+    VfStreamError,
+)
+
+BRANCHES = (InputRejected, DependencyUnavailable, OperatorError, Interrupted)
+
+
+def _exception_classes() -> list[type[BaseException]]:
+    found = []
+    for module_info in pkgutil.walk_packages(vfstream.__path__, "vfstream."):
+        module = importlib.import_module(module_info.name)
+        for _, value in inspect.getmembers(module, inspect.isclass):
+            if (
+                issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+                and value.__module__.startswith("vfstream.")
+            ):
+                found.append(value)
+    return found
+
+
+def test_every_exception_vfstream_defines_has_the_one_root_and_a_branch() -> None:
+    classes = _exception_classes()
+
+    assert len(classes) > 15  # the walk found the package's exceptions
+    outside = [c.__qualname__ for c in classes if not issubclass(c, VfStreamError)]
+    assert outside == []
+    unbranched = [
+        c.__qualname__ for c in classes if c is not VfStreamError and not issubclass(c, BRANCHES)
+    ]
+    assert unbranched == []
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (FileRejected("bad header"), exit_codes.FAILED),
+        (InputRejected("bad row"), exit_codes.FAILED),
+        (DependencyUnavailable("Kafka does not answer"), exit_codes.UNAVAILABLE),
+        (OperatorError("workers are running"), exit_codes.USAGE),
+        (Interrupted(15), 143),
+    ],
+)
+def test_each_branch_maps_to_one_exit_status(error: VfStreamError, status: int) -> None:
+    assert exit_status_of(error) == status

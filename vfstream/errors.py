@@ -1,0 +1,42 @@
+"""One root for every exception vfstream raises, in three branches a caller can act on.
+
+- ``InputRejected``: the input itself is wrong (a file, a row, a message, a request).
+  Retrying cannot help; the input is dead-lettered or refused with a reason.
+- ``DependencyUnavailable``: something vfstream needs did not answer (Kafka, the AWS
+  endpoint, Slack, the entry or campaign service, the local stack). Retrying later can.
+- ``OperatorError``: what was asked cannot be done as asked (a bad option, replay while
+  workers run). The operator changes the request.
+
+The CLI maps each branch to one exit status (``vfstream.cli.exit_codes``, README "Exit
+codes"). Domain modules raise these too: they are plain exceptions without I/O.
+"""
+
+from __future__ import annotations
+
+
+class VfStreamError(Exception):
+    """The root: ``except VfStreamError`` catches everything vfstream raises on purpose."""
+
+
+class InputRejected(VfStreamError, ValueError):
+    """The input is refused; nothing of it was applied beyond what its reasons say."""
+
+
+class FileRejected(InputRejected):
+    """A whole input file is refused (its key, header, encoding, size or row count)."""
+
+
+class DependencyUnavailable(VfStreamError, RuntimeError):
+    """A service or tool vfstream needs did not answer or is missing."""
+
+
+class OperatorError(VfStreamError):
+    """The command or request cannot be carried out as given."""
+
+
+class Interrupted(VfStreamError):
+    """Stopped by a signal; ``signum`` names it (exit status 128 + signum)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum
