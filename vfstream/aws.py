@@ -8,6 +8,8 @@ from typing import Any
 
 import aioboto3
 from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from vfstream.settings import Settings
 
@@ -22,3 +24,36 @@ async def aws_client(settings: Settings, service: str, **config: Any) -> AsyncIt
         service, config=client_config, **settings.aws_client_kwargs()
     ) as client:
         yield client
+
+
+# Error codes AWS answers when the same call can succeed later (throttling, a 5xx).
+RETRYABLE_AWS_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "LimitExceededException",
+        "RequestLimitExceeded",
+        "ThrottlingException",
+        "Throttling",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+    }
+)
+
+
+def is_retryable_aws_error(exc: BaseException) -> bool:
+    """Throttling, a 5xx, or the endpoint unreachable: worth the same call again."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return error.get("Code") in RETRYABLE_AWS_CODES or int(status) >= 500
+    return isinstance(exc, BotoConnectionError | HTTPClientError | OSError | TimeoutError)
+
+
+def s3_object_missing(exc: BaseException) -> bool:
+    """S3 says the object (or its bucket) is not there: the input is missing, not S3 down."""
+    if not isinstance(exc, ClientError):
+        return False
+    return exc.response.get("Error", {}).get("Code", "") in {"404", "NoSuchKey", "NoSuchBucket"}

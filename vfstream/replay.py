@@ -20,17 +20,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from vfstream.cli.exit_codes import exit_status_of
 from vfstream.domain.keys import partition_for
 from vfstream.domain.records import parse_iso_datetime
 from vfstream.errors import OperatorError
+from vfstream.retry import Backoff, retrying
 from vfstream.settings import Settings, get_settings
 from vfstream.topics import changelog_topic, ensure_topics, partition_count
 
@@ -73,11 +68,10 @@ async def group_members(settings: Settings) -> tuple[str, int]:
     try:
         # A broker that never had a consumer group creates its offsets topic on the first
         # lookup and answers "coordinator not available" until that is done.
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type(GroupCoordinatorNotAvailableError),
-            wait=wait_exponential_jitter(initial=0.2, max=2.0),
-            stop=stop_after_delay(COORDINATOR_WAIT_SECONDS),
-            reraise=True,
+        async for attempt in retrying(
+            GroupCoordinatorNotAvailableError,
+            within=COORDINATOR_WAIT_SECONDS,
+            backoff=Backoff(0.2, 2.0),
         ):
             with attempt:
                 described = await admin.describe_consumer_groups([settings.app_id])

@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from botocore.exceptions import ClientError
 
-from vfstream.aws import aws_client
+from vfstream.aws import aws_client, s3_object_missing
 from vfstream.domain.fanlist import (
     FANLIST_COLUMNS,
     FanlistCounts,
@@ -231,8 +231,7 @@ class FanlistIngestor:
             try:
                 obj = await s3.get_object(Bucket=bucket, Key=key)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in {"404", "NoSuchKey", "NoSuchBucket"}:
+                if s3_object_missing(exc):
                     raise FanlistFileError(f"s3://{bucket}/{key} does not exist") from exc
                 raise
             # The ETag of the very response we read, so the correlation names those bytes.

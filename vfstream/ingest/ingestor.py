@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from botocore.exceptions import ClientError
 
-from vfstream.aws import aws_client
+from vfstream.aws import aws_client, s3_object_missing
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import (
@@ -170,8 +170,7 @@ class ScoringFileIngestor:
             try:
                 head = await s3.head_object(Bucket=summary.bucket, Key=summary.key)
             except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in {"404", "NoSuchKey", "NoSuchBucket"}:
+                if s3_object_missing(exc):
                     raise ScoringFileError(
                         f"s3://{summary.bucket}/{summary.key} does not exist"
                     ) from exc

@@ -13,9 +13,13 @@ from urllib.parse import unquote_plus
 import orjson
 
 from vfstream.errors import InputRejected
+from vfstream.retry import Backoff
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# An SQS endpoint that fails keeps being polled, at most every 30 s.
+POLL_BACKOFF = Backoff(1.0, 30.0)
 
 
 class NotificationError(InputRejected):
@@ -147,22 +151,23 @@ class NotificationListener:
         return True
 
     async def run(self, stopping: Callable[[], bool]) -> None:
-        backoff = 1.0
+        failures = 0
         while not stopping():
             try:
                 await self._fence()
                 await self.poll_once(wait_seconds=POLL_WAIT_SECONDS)
-                backoff = 1.0
+                failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
+                failures += 1
+                seconds = POLL_BACKOFF.seconds(failures)
                 log.exception(
-                    "polling %s failed; retrying in %.0fs",
+                    "polling %s failed; retrying in %.1fs",
                     self.settings.notification_queue,
-                    backoff,
+                    seconds,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                await asyncio.sleep(seconds)
 
 
 async def listen_for_files(settings: Settings, stopping: Callable[[], bool]) -> None:

@@ -16,17 +16,12 @@ from typing import Any
 
 import orjson
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import BotoCoreError, ClientError
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from botocore.exceptions import ClientError
 
+from vfstream.aws import is_retryable_aws_error
 from vfstream.errors import DependencyUnavailable, InputRejected
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
+from vfstream.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +29,6 @@ MAX_ITEMS_PER_CALL = 25
 
 # Error codes worth another try: the table or account is over its throughput, or the service
 # had a transient fault. Anything else (a validation error, a missing table) will not heal.
-RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "LimitExceededException",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -105,15 +89,6 @@ class _Put:
     item: Mapping[str, Any]
     request: dict[str, Any]
     key: tuple[str, ...]
-
-
-def _is_retryable(exc: Exception) -> bool:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return error.get("Code", "") in RETRYABLE_CODES or status >= 500
-    # Connection refused or reset, timeouts: the endpoint may come back.
-    return isinstance(exc, BotoCoreError | OSError | TimeoutError)
 
 
 def _is_item_refusal(exc: Exception) -> bool:
@@ -212,10 +187,10 @@ class DynamoBatchWriter:
         pending = batch
         last_error = "no attempt made"
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_random_exponential(multiplier=self.base_delay, max=self.max_delay),
-                retry=retry_if_exception_type(_RetryLater),
+            async for attempt in retrying(
+                _RetryLater,
+                attempts=self.attempts,
+                backoff=Backoff(self.base_delay, self.max_delay),
             ):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
@@ -226,7 +201,7 @@ class DynamoBatchWriter:
                     except Exception as exc:
                         if _is_item_refusal(exc):
                             return await self._isolate(pending, exc, result)
-                        if not _is_retryable(exc):
+                        if not is_retryable_aws_error(exc):
                             self._fail(result, [put.item for put in pending], _describe(exc))
                             return _describe(exc)
                         last_error = _describe(exc)
@@ -240,7 +215,7 @@ class DynamoBatchWriter:
                     if pending:
                         last_error = "still unprocessed (throughput exceeded)"
                         raise _RetryLater(last_error)
-        except RetryError:
+        except _RetryLater:
             self._fail(
                 result,
                 [put.item for put in pending],

@@ -12,15 +12,10 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from vfstream.errors import DependencyUnavailable
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
+from vfstream.retry import Backoff, retrying
 
 
 class EntryServiceError(DependencyUnavailable):
@@ -51,11 +46,8 @@ class EntryService:
         path = f"/campaigns/{quote(campaign_id, safe='')}/scoring"
         body = orjson.dumps({"records": records})
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(multiplier=0.2, max=self.max_wait),
-                retry=retry_if_exception_type(_Retryable),
-                reraise=True,
+            async for attempt in retrying(
+                _Retryable, attempts=self.attempts, backoff=Backoff(0.2, self.max_wait)
             ):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:

@@ -6,15 +6,14 @@ Not wired into the worker yet; the forwarding agent and its offset handling come
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from vfstream.errors import InputRejected
+from vfstream.errors import DependencyUnavailable, InputRejected
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
+from vfstream.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +30,18 @@ class KinesisRecord:
     @property
     def size(self) -> int:
         return len(self.data) + len(self.partition_key.encode())
+
+
+class _Unsent(DependencyUnavailable):
+    """Records of a PutRecords call are still unsent (the call failed, or some entries)."""
+
+
+@dataclass
+class _Left:
+    """The records of one batch still to put, and why each failed last time."""
+
+    records: list[KinesisRecord]
+    errors: dict[int, str] = field(default_factory=dict)
 
 
 class RecordTooLarge(InputRejected):
@@ -94,49 +105,55 @@ class KinesisForwarder:
         return result
 
     async def _put_batch(self, batch: list[KinesisRecord], result: ForwardResult) -> None:
-        pending = batch
-        last_errors: dict[int, str] = {}
-        for attempt in range(1, self.attempts + 1):
-            if attempt > 1:
-                SINK_RETRIES.labels("kinesis").inc(len(pending))
-                result.retried += len(pending)
-                delay = min(self.max_delay, self.base_delay * 2 ** (attempt - 2))
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            try:
-                answer = await self.client.put_records(
-                    StreamName=self.stream_name,
-                    Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in pending],
-                )
-            except Exception as exc:  # throttling, 5xx, endpoint down: retry the whole call
-                log.warning(
-                    "PutRecords to %s failed (attempt %d): %s", self.stream_name, attempt, exc
-                )
-                last_errors = {index: str(exc) for index in range(len(pending))}
-                continue
-            entries = answer.get("Records", [])
-            retry: list[KinesisRecord] = []
-            last_errors = {}
-            for record, entry in zip(pending, entries, strict=False):
-                if entry.get("ErrorCode"):
-                    last_errors[len(retry)] = (
-                        f"{entry['ErrorCode']}: {entry.get('ErrorMessage', '')}"
-                    )
-                    retry.append(record)
-                else:
-                    result.sent += 1
-            # An answer shorter than the request would lose records: retry the unanswered.
-            for record in pending[len(entries) :]:
-                last_errors[len(retry)] = "no answer entry"
-                retry.append(record)
-            if not retry:
-                return
-            pending = retry
-        for index, record in enumerate(pending):
-            result.failed.append((record, last_errors.get(index, "unknown error")))
-        SINK_FAILURES.labels("kinesis").inc(len(pending))
+        left = _Left(batch)
+        try:
+            async for attempt in retrying(
+                _Unsent, attempts=self.attempts, backoff=Backoff(self.base_delay, self.max_delay)
+            ):
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    if number > 1:
+                        SINK_RETRIES.labels("kinesis").inc(len(left.records))
+                        result.retried += len(left.records)
+                    await self._put_once(left, result, number)
+            return
+        except _Unsent:
+            pass
+        for index, record in enumerate(left.records):
+            result.failed.append((record, left.errors.get(index, "unknown error")))
+        SINK_FAILURES.labels("kinesis").inc(len(left.records))
         log.error(
             "%d record(s) could not be put to %s after %d attempts",
-            len(pending),
+            len(left.records),
             self.stream_name,
             self.attempts,
         )
+
+    async def _put_once(self, left: _Left, result: ForwardResult, number: int) -> None:
+        """One PutRecords call of what is left; raises ``_Unsent`` while records remain, so
+        the retry loop sends only those again."""
+        try:
+            answer = await self.client.put_records(
+                StreamName=self.stream_name,
+                Records=[{"Data": r.data, "PartitionKey": r.partition_key} for r in left.records],
+            )
+        except Exception as exc:  # throttling, 5xx, endpoint down: retry the whole call
+            log.warning("PutRecords to %s failed (attempt %d): %s", self.stream_name, number, exc)
+            left.errors = {index: str(exc) for index in range(len(left.records))}
+            raise _Unsent from exc
+        entries = answer.get("Records", [])
+        retry: list[KinesisRecord] = []
+        errors: dict[int, str] = {}
+        for record, entry in zip(left.records, entries, strict=False):
+            if entry.get("ErrorCode"):
+                errors[len(retry)] = f"{entry['ErrorCode']}: {entry.get('ErrorMessage', '')}"
+                retry.append(record)
+            else:
+                result.sent += 1
+        # An answer shorter than the request would lose records: retry the unanswered.
+        for record in left.records[len(entries) :]:
+            errors[len(retry)] = "no answer entry"
+            retry.append(record)
+        left.records, left.errors = retry, errors
+        if retry:
+            raise _Unsent

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from vfstream.errors import DependencyUnavailable
+from vfstream.retry import Backoff
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class TopicRelay:
     async def backoff(self, attempt: int) -> None:
         """Sleep before retry ``attempt`` (exponential, jittered, capped); raises
         ``Abandoned`` as soon as the batch's partitions are revoked or the worker stops."""
-        seconds = min(self.max_backoff_seconds, 0.2 * 2**attempt) * (0.5 + random.random())
+        seconds = Backoff(0.2, self.max_backoff_seconds).seconds(attempt)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while loop.time() < deadline:

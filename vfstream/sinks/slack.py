@@ -21,10 +21,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
-from slack_sdk.http_retry.jitter import RandomJitter
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
+from vfstream.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,14 @@ UNBOUNDED_RETRIES = 10_000  # the time bound (give_up_seconds) is what ends retr
 
 
 class CappedBackoff(RetryIntervalCalculator):
-    """Exponential backoff with jitter, capped so a recovered Slack is noticed soon."""
+    """vfstream's backoff (``vfstream.retry``) as slack-sdk's retry handlers ask for it,
+    capped so a recovered Slack is noticed soon."""
 
     def __init__(self, first: float = 0.5, cap: float = 15.0) -> None:
-        self.first = first
-        self.cap = cap
-        self.jitter = RandomJitter()
+        self.backoff = Backoff(first, cap)
 
     def calculate_sleep_duration(self, current_attempt: int) -> float:
-        return min(self.cap, self.jitter.recalculate(self.first * 2 ** min(current_attempt, 16)))
+        return self.backoff.seconds(current_attempt + 1)
 
 
 class _Counted:

@@ -11,15 +11,10 @@ from urllib.parse import quote
 
 import aiohttp
 from cachetools import TTLCache
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from vfstream.errors import DependencyUnavailable
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
+from vfstream.retry import Backoff, retrying
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +63,8 @@ class CampaignService:
         if path in self._cache:
             return self._cache[path]
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
-                retry=retry_if_exception_type(_Retryable),
-                reraise=True,
+            async for attempt in retrying(
+                _Retryable, attempts=self.attempts, backoff=Backoff(0.2, 2.0)
             ):
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:

@@ -27,16 +27,10 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
-from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
+from botocore.exceptions import ClientError
+from tenacity import RetryCallState
 
-from vfstream.aws import aws_client
+from vfstream.aws import aws_client, is_retryable_aws_error
 from vfstream.cli.exit_codes import exit_status_of
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import partition_for
@@ -63,6 +57,7 @@ from vfstream.metrics import (
     RECORDS_IN,
     RECORDS_OUT,
 )
+from vfstream.retry import Backoff, retrying
 from vfstream.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -71,35 +66,12 @@ T = TypeVar("T")
 
 # Kinesis answers these when a shard or the account is over its limits, or it is unwell;
 # waiting helps. Anything else (no such stream, bad arguments) would fail again.
-RETRYABLE_AWS_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "LimitExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "KMSThrottlingException",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-    }
-)
 EXPIRED_ITERATOR = "ExpiredIteratorException"
 PROGRESS_LOG_SECONDS = 30.0
 
 
 class BridgeError(OperatorError):
     """The bridge cannot go on (no such stream, no checkpoints topic)."""
-
-
-def is_retryable_aws_error(exc: BaseException) -> bool:
-    if isinstance(exc, ConnectionError | HTTPClientError):
-        return True
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        return error.get("Code") in RETRYABLE_AWS_CODES or int(status) >= 500
-    return False
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -368,14 +340,11 @@ class KinesisBridge:
                 outcome.exception() if outcome else "?",
             )
 
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.aws_attempts),
-            wait=wait_exponential_jitter(
-                multiplier=self.aws_backoff_seconds, jitter=self.aws_backoff_seconds, max=10.0
-            ),
-            retry=retry_if_exception(is_retryable_aws_error),
+        async for attempt in retrying(
+            is_retryable_aws_error,
+            attempts=self.aws_attempts,
+            backoff=Backoff(self.aws_backoff_seconds, 10.0),
             before_sleep=count_retry,
-            reraise=True,
         ):
             with attempt:
                 return await operation(**arguments)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from vfstream.errors import DependencyUnavailable
+from vfstream.retry import Backoff, retrying
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,9 @@ class CommittedRangeReader:
         if end <= start:
             return []
         async with self._lock:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((RangeReadError, KafkaError, OSError)),
-                wait=wait_exponential_jitter(initial=0.5, max=self._max_backoff),
+            async for attempt in retrying(
+                (RangeReadError, KafkaError, OSError),
+                backoff=Backoff(0.5, self._max_backoff),
                 before_sleep=lambda state: log.warning(
                     "reading %s[%s] offsets %s..%s failed (attempt %s): %s; retrying",
                     self.topic,
@@ -112,7 +112,6 @@ class CommittedRangeReader:
                     state.attempt_number,
                     state.outcome.exception() if state.outcome else None,
                 ),
-                reraise=True,
             ):
                 with attempt:
                     try:
