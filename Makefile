@@ -49,7 +49,7 @@ test: $(STAMP) kafka browser kinesalite
 	$(PY) -m pytest -q
 
 demo: $(STAMP) kafka
-	$(PY) -m vfstream.demo
+	$(PY) -m vfstream.dev.demo
 
 bench: $(STAMP) kafka
 	$(PY) -m bench.run_all

@@ -11,12 +11,12 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.plain_bench import plain_benchmark
-from vfstream.devstack.scenario import upload_run
-from vfstream.devstack.workers import WorkerProcess
+from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run
+from vfstream.dev.scenario import upload_run
+from vfstream.dev.workers import WorkerProcess
 from vfstream.domain.batches import decode_batch
-from vfstream.generator import GeneratorConfig, expected_counts, generate_run
-from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 from vfstream.topics import ensure_topics, partition_count
 
 

@@ -23,7 +23,7 @@ import orjson
 
 from bench.latency_bench import POLL_SECONDS, _percentile
 from vfstream.aws import aws_client
-from vfstream.devstack.workers import WorkerProcess
+from vfstream.dev.workers import WorkerProcess
 from vfstream.settings import Settings
 from vfstream.topics import ensure_topics
 

@@ -8,8 +8,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from vfstream.devstack.stack import free_port, private_stack_settings
-from vfstream.devstack.workers import run_cli
+from vfstream.dev.stack import free_port, private_stack_settings
+from vfstream.dev.workers import run_cli
 from vfstream.settings import Settings
 
 

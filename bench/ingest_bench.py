@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 
 from bench.common import cli
-from vfstream.devstack.scenario import upload_run
-from vfstream.generator import GeneratorConfig, generate_run
+from vfstream.dev.generator import GeneratorConfig, generate_run
+from vfstream.dev.scenario import upload_run
 from vfstream.settings import Settings
 from vfstream.topics import ensure_topics
 

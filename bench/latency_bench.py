@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from vfstream.devstack.workers import WorkerProcess
+from vfstream.dev.workers import WorkerProcess
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import partition_for
 from vfstream.domain.records import ScoreRecord

@@ -15,8 +15,8 @@ from vfstream.domain.mirror import fan_item
 from vfstream.domain.records import EventPreference
 from vfstream.domain.state import VerificationState, fan_state_of
 from vfstream.settings import Settings
-from vfstream.sinks.dynamo_batch import DynamoBatchWriter, serialise_item
-from vfstream.sinks.dynamo_mirror import DynamoMirror
+from vfstream.sinks.clients.dynamo_batch import DynamoBatchWriter, serialise_item
+from vfstream.sinks.relays.dynamo_mirror import DynamoMirror
 
 CHANGED_STATES = 200_000
 NAIVE_SAMPLE = 3_000  # the naive loop is timed on a sample: it would take ~20 min for 200k

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from vfstream.devstack.stack import free_port, private_stack_settings
-from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.dev.stack import free_port, private_stack_settings
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
 from vfstream.topics import ensure_topics
 

@@ -26,14 +26,14 @@ from tests.support.rows import SCORING_HEADER, feed_document, scoring_row
 from tests.support.services import Answer, scripted_service
 from tests.support.standard_check import check_everything
 from tests.support.waiting import eventually
-from vfstream.devstack.scenario import wait_for_counts
-from vfstream.devstack.workers import WorkerProcess
-from vfstream.generator import GeneratorConfig, expected_counts, generate_run, rescore
-from vfstream.ingest.fanlist import FanlistIngestor
-from vfstream.ingest.ingestor import ScoringFileIngestor
-from vfstream.kafka_read import read_committed
+from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, rescore
+from vfstream.dev.scenario import wait_for_counts
+from vfstream.dev.workers import WorkerProcess
+from vfstream.ops.reads import read_committed
 from vfstream.settings import Settings
 from vfstream.sources.kinesis_bridge import KinesisBridge
+from vfstream.sources.s3.fanlist_direct import FanlistIngestor
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -14,12 +14,18 @@ from aiokafka import AIOKafkaProducer
 
 from tests.support.aws import put_object
 from tests.support.waiting import eventually
-from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.dev.generator import (
+    GeneratorConfig,
+    ScoringRun,
+    expected_counts,
+    generate_run,
+    rescore,
+)
+from vfstream.dev.scenario import upload_run, wait_for_counts
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.domain.keys import partition_for
-from vfstream.generator import GeneratorConfig, ScoringRun, expected_counts, generate_run, rescore
-from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from tests.support.aws import aws_client, put_object
-from vfstream.devstack.stack import KafkaBroker, private_stack_settings
-from vfstream.devstack.workers import run_cli
-from vfstream.kafka_read import offset_range
+from vfstream.dev.stack import KafkaBroker, private_stack_settings
+from vfstream.dev.workers import run_cli
+from vfstream.ops.reads import offset_range
 from vfstream.settings import Settings
 
 pytestmark = pytest.mark.integration

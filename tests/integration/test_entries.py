@@ -15,15 +15,15 @@ from tests.support.kafka import read_committed
 from tests.support.services import Answer, ScriptedService, scripted_service
 from tests.support.states import sample_state
 from tests.support.waiting import eventually
-from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.workers import WorkerProcess
+from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, global_user_id
+from vfstream.dev.scenario import upload_run, wait_for_counts
+from vfstream.dev.workers import WorkerProcess
 from vfstream.domain.records import EventPreference
-from vfstream.generator import GeneratorConfig, expected_counts, generate_run, global_user_id
-from vfstream.ingest.ingestor import ScoringFileIngestor
 from vfstream.settings import Settings
-from vfstream.sinks.entry_forwarder import EntryForwarder
-from vfstream.sinks.entry_service import EntryService
+from vfstream.sinks.clients.entry_service import EntryService
+from vfstream.sinks.relays.entry_forwarder import EntryForwarder
 from vfstream.sources.campaigns import CampaignService
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = pytest.mark.integration
 

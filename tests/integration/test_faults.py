@@ -19,18 +19,18 @@ from tests.support.services import Answer, scripted_service
 from tests.support.standard_check import check_everything, counts_reach
 from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import eventually
-from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.stack import free_port
-from vfstream.devstack.workers import WorkerProcess, run_cli
-from vfstream.generator import (
+from vfstream.dev.generator import (
     GeneratorConfig,
     ScoringRun,
     expected_counts,
     generate_run,
     rescore,
 )
-from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.dev.scenario import upload_run, wait_for_counts
+from vfstream.dev.stack import free_port
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

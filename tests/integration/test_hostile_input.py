@@ -33,16 +33,16 @@ from tests.support.rows import SCORING_HEADER, scoring_row
 from tests.support.services import Answer, ScriptedService, scripted_service
 from tests.support.waiting import eventually
 from vfstream.aws import aws_client
-from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.stack import free_port
-from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, rescore
+from vfstream.dev.scenario import upload_run, wait_for_counts
+from vfstream.dev.stack import free_port
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.domain.inflight import InflightIngest
 from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import CSV_COLUMNS, ScoreRecord
-from vfstream.generator import GeneratorConfig, expected_counts, generate_run, rescore
-from vfstream.ingest.ingestor import ScoringFileIngestor
-from vfstream.kafka_read import latest_values, read_committed
+from vfstream.ops.reads import latest_values, read_committed
 from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 from vfstream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

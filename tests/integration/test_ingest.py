@@ -15,9 +15,9 @@ from tests.support.aws import put_object
 from tests.support.kafka import read_committed, score_records
 from tests.support.rows import SCORING_HEADER, scoring_row
 from tests.support.waiting import eventually
-from vfstream.devstack.workers import WorkerProcess, run_cli
-from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = pytest.mark.integration
 

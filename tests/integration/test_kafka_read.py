@@ -7,7 +7,7 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from vfstream.kafka_read import read_committed
+from vfstream.ops.reads import read_committed
 from vfstream.settings import Settings
 
 

@@ -33,7 +33,7 @@ from tests.support.kinesis import (
 )
 from tests.support.rows import feed_document
 from tests.support.waiting import eventually
-from vfstream.devstack.workers import run_cli
+from vfstream.dev.workers import run_cli
 from vfstream.domain.keys import partition_for
 from vfstream.domain.records import ScoreRecord
 from vfstream.domain.shards import ShardCheckpoint

@@ -10,12 +10,12 @@ import pytest
 
 from tests.support.kinesis import create_stream, read_stream, unique_stream
 from vfstream.aws import aws_client
-from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.workers import WorkerProcess
-from vfstream.generator import GeneratorConfig, expected_counts, generate_run
-from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run
+from vfstream.dev.scenario import upload_run, wait_for_counts
+from vfstream.dev.workers import WorkerProcess
 from vfstream.settings import Settings
-from vfstream.sinks.kinesis import KinesisForwarder, KinesisRecord
+from vfstream.sinks.clients.kinesis import KinesisForwarder, KinesisRecord
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = pytest.mark.integration
 

@@ -15,21 +15,21 @@ from tests.support.states import sample_state, stored_envelope
 from tests.support.tcpproxy import TcpProxy
 from tests.support.waiting import eventually
 from vfstream.aws import aws_client
-from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.workers import WorkerProcess
-from vfstream.domain.state import VerificationState
-from vfstream.generator import (
+from vfstream.dev.generator import (
     GeneratorConfig,
     ScoringRun,
     expected_counts,
     generate_run,
     global_user_id,
 )
-from vfstream.ingest.fanlist import FanlistIngestor
-from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.dev.scenario import upload_run, wait_for_counts
+from vfstream.dev.workers import WorkerProcess
+from vfstream.domain.state import VerificationState
 from vfstream.settings import Settings
-from vfstream.sinks.dynamo_batch import DynamoBatchWriter
-from vfstream.sinks.dynamo_mirror import DynamoMirror
+from vfstream.sinks.clients.dynamo_batch import DynamoBatchWriter
+from vfstream.sinks.relays.dynamo_mirror import DynamoMirror
+from vfstream.sources.s3.fanlist_direct import FanlistIngestor
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = pytest.mark.integration
 

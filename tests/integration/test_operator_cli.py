@@ -13,10 +13,10 @@ import pytest
 from tests.integration.test_ingest import SAMPLE_PATH
 from tests.support.aws import put_object
 from tests.support.waiting import eventually
-from vfstream.devstack.stack import free_port
-from vfstream.devstack.workers import WorkerProcess, run_cli
-from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.dev.stack import free_port
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from vfstream.settings import Settings
-from vfstream.sources.partition_reader import CommittedRangeReader
+from vfstream.stream.partition_reader import CommittedRangeReader
 
 
 async def produce_three_transactions(settings: Settings) -> dict[bytes, int]:

@@ -13,11 +13,11 @@ from pydantic import SecretStr
 
 from tests.support.services import Answer, ScriptedService, scripted_service
 from tests.support.waiting import eventually
-from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.workers import WorkerProcess, run_cli
-from vfstream.generator import GeneratorConfig, expected_counts, generate_run, rescore
-from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, rescore
+from vfstream.dev.scenario import upload_run, wait_for_counts
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = pytest.mark.integration
 

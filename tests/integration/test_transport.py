@@ -5,7 +5,7 @@ committed offsets afterwards. aiokafka's ``seek_to_committed`` skips a partition
 at 0 or not at all, so right after ``replay --to earliest`` dropped records were not read
 again; the first test pins that down (if aiokafka changes it, it fails). The worker's
 transport seeks every stream partition itself, to the earlier of the committed offset and
-the position the state recorded (``vfstream.transport``).
+the position the state recorded (``vfstream.stream.transport``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from vfstream.settings import Settings
-from vfstream.transport import seek_to_resume_offsets
+from vfstream.stream.transport import seek_to_resume_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ import pytest
 from tests.integration.test_ingest import SAMPLE_PATH
 from tests.support.aws import put_object
 from tests.support.waiting import eventually
-from vfstream.devstack.scenario import upload_run, wait_for_counts
-from vfstream.devstack.stack import free_port
-from vfstream.devstack.workers import WorkerProcess
-from vfstream.generator import GeneratorConfig, expected_counts, generate_run
-from vfstream.ingest.ingestor import ScoringFileIngestor
+from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run
+from vfstream.dev.scenario import upload_run, wait_for_counts
+from vfstream.dev.stack import free_port
+from vfstream.dev.workers import WorkerProcess
 from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vfstream.devstack.stack import free_port
+from vfstream.dev.stack import free_port
 from vfstream.settings import Settings
 
 VERSION = "3.3.3"

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from vfstream.devstack.stack import free_port
+from vfstream.dev.stack import free_port
 
 
 @dataclass(frozen=True)

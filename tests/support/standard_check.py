@@ -13,11 +13,11 @@ from boto3.dynamodb.types import TypeDeserializer
 from tests.support.kafka import score_records
 from tests.support.waiting import eventually
 from vfstream.aws import aws_client
-from vfstream.devstack.scenario import wait_for_counts
-from vfstream.devstack.workers import WorkerProcess, run_cli
+from vfstream.dev.scenario import wait_for_counts
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.domain.ledger import CampaignTotals
-from vfstream.kafka_read import latest_values
-from vfstream.reconcile import durable_partials, recount_partials
+from vfstream.ops.reads import latest_values
+from vfstream.ops.reconcile import durable_partials, recount_partials
 from vfstream.settings import Settings
 
 _plain = TypeDeserializer()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from vfstream.devstack.stack import free_port
+from vfstream.dev.stack import free_port
 
 
 class TcpProxy:

@@ -187,8 +187,8 @@ def env_names_used() -> set[str]:
 
 
 def registered_routes() -> set[str]:
-    """The paths vfstream.web registers, recorded by a stand-in for the Faust app."""
-    from vfstream.web import register_views
+    """The paths vfstream.web.views registers, recorded by a stand-in for the Faust app."""
+    from vfstream.web.views import register_views
 
     paths: list[str] = []
 
@@ -491,7 +491,7 @@ def test_probes_ask_routes_the_web_server_registers_on_the_web_port(
     for probe, path in expected.items():
         get = spec[probe]["httpGet"]
         assert get["path"] == path, probe
-        assert get["path"] in routes, f"{probe}: {get['path']} is not a route of vfstream.web"
+        assert get["path"] in routes, f"{probe}: {get['path']} is not a route of vfstream.web.views"
         port = get["port"]
         assert (named_port(WORKER, port) if isinstance(port, str) else port) == web_port, probe
 

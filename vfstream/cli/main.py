@@ -17,7 +17,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from vfstream.devstack.stack import LocalStack, StackError, fetch_kafka, status_json
+    from vfstream.dev.stack import LocalStack, StackError, fetch_kafka, status_json
 
     settings = get_settings()
     stack = LocalStack(settings)
@@ -54,25 +54,25 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from vfstream.ingest.cli import run_ingest
+    from vfstream.cli.ingest import run_ingest
 
     return run_ingest(args.url, force=args.force, progress=not args.no_progress)
 
 
 def _fanlist(args: argparse.Namespace) -> int:
-    from vfstream.ingest.cli import run_fanlist
+    from vfstream.cli.ingest import run_fanlist
 
     return run_fanlist(args.url)
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from vfstream.app import run_worker
+    from vfstream.stream.app import run_worker
 
     return run_worker(loglevel=args.loglevel)
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from vfstream.replay import run_replay
+    from vfstream.ops.replay import run_replay
 
     if not args.rebuild and not args.to:
         print("vfstream replay: --to is required (or --rebuild)", file=sys.stderr)
@@ -81,13 +81,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from vfstream.reconcile import run_reconcile
+    from vfstream.ops.reconcile import run_reconcile
 
     return run_reconcile(campaign=args.campaign, fix=args.fix)
 
 
 def _listen(args: argparse.Namespace) -> int:
-    from vfstream.ingest.notifications import run_listener
+    from vfstream.sources.s3.notifications import run_listener
 
     return run_listener()
 
@@ -117,7 +117,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from vfstream.generator import main as generator_main
+    from vfstream.dev.generator import main as generator_main
 
     return generator_main(args.rest)
 
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["generate"]:
         # The generator owns its options (argparse's REMAINDER would not pass `--help` on).
-        from vfstream.generator import main as generator_main
+        from vfstream.dev.generator import main as generator_main
 
         return generator_main(argv[1:])
     args = build_parser().parse_args(argv)

@@ -1,6 +1,6 @@
 """``vfstream runs``, ``dead-letters`` and ``status``: the operator's three questions on the
 command line. Human tables by default, ``--json`` for scripts; the data comes from
-``vfstream.console``, so no worker has to run."""
+``vfstream.ops.console``, so no worker has to run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 
 from vfstream.cli import exit_codes
 from vfstream.cli.render import number, printable, table
-from vfstream.console import StackUnavailable, read_dead_letters, read_runs, read_status
+from vfstream.ops.console import StackUnavailable, read_dead_letters, read_runs, read_status
 from vfstream.settings import get_settings
 
 

@@ -26,8 +26,8 @@ from vfstream.domain.records import (
     parse_iso_datetime,
     parse_scoring_key,
 )
-from vfstream.ingest.csvrows import read_scoring_rows
-from vfstream.ingest.s3body import open_text
+from vfstream.sources.s3.csvrows import read_scoring_rows
+from vfstream.sources.s3.s3body import open_text
 
 SAMPLE_KEY = "scrubbed/registrants.c1001.summer-tour.20261020T120000Z.cleaned.prepared.merged.csv"
 # A copy of ../shared/samples: the SPEC's sample file, whose counts its README gives.

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.support.services import Answer, ScriptedService, scripted_service
-from vfstream.devstack.stack import free_port
+from vfstream.dev.stack import free_port
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 
 

@@ -1,0 +1,14 @@
+"""Local-stack helpers that need no running process."""
+
+from __future__ import annotations
+
+import base64
+
+from vfstream.dev.stack import new_cluster_id
+
+
+def test_cluster_ids_never_start_with_a_dash_and_decode_to_16_bytes() -> None:
+    ids = [new_cluster_id() for _ in range(3000)]  # a leading "-" is 1 in 64 per draw
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)
+    assert len(set(ids)) == len(ids)

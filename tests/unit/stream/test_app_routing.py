@@ -1,0 +1,74 @@
+"""One hash everywhere (issue #13): the ingestor and the Kinesis bridge send a fan's records
+to the partition ``partition_for`` gives its key, and the web views route the key to the
+worker owning that partition of the table."""
+
+from __future__ import annotations
+
+import io
+import threading
+import zlib
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+from tests.support.rows import SCORING_HEADER, scoring_row
+from vfstream.domain.batches import decode_batch
+from vfstream.domain.keys import fan_key, partition_for
+from vfstream.domain.records import ScoringKey
+from vfstream.settings import Settings
+from vfstream.sources.s3.ingestor import IngestSummary, ScoringFileIngestor
+from vfstream.stream.app import build_app
+from vfstream.web.views import owner_url
+
+
+def test_the_hash_is_pinned_crc32_of_the_keys_utf8_bytes() -> None:
+    # Consumers outside vfstream compute it too: it must never change silently.
+    assert partition_for(b"c1001:u1001", 6) == zlib.crc32(b"c1001:u1001") % 6 == 1
+    assert partition_for("cfeed:g\u00e9".encode(), 12) == zlib.crc32("cfeed:g\u00e9".encode()) % 12
+    assert [partition_for(f"c1:u{n}".encode(), 6) for n in range(8)] == [3, 3, 3, 3, 0, 4, 2, 2]
+
+
+def test_table_partitions_match_their_source_topics() -> None:
+    settings = Settings(topic_partitions=4, listen_for_notifications=False)
+    stream = build_app(settings)
+    assert stream.fan_states.partitions == stream.score_topic.partitions == 4
+    assert stream.campaign_counts.partitions == stream.partials_topic.partitions == 4
+
+
+def ingested_partitions(fans: list[str], partitions: int) -> dict[str, int]:
+    """Which partition the ingestor sent each fan's records to."""
+    settings = Settings(listen_for_notifications=False, score_batch_records=3)
+    ingestor = ScoringFileIngestor(settings)
+    body = (SCORING_HEADER + "\n" + "".join(scoring_row("c1", f) + "\n" for f in fans)).encode()
+    key = ScoringKey(
+        campaign_id="c1",
+        campaign_name="t",
+        scored_at=datetime(2026, 1, 1, tzinfo=UTC),
+        gzipped=False,
+    )
+    summary = IngestSummary(bucket="b", key="k", etag="e")
+    chunks: list[Any] = []
+    ingestor._parse_into(
+        io.BytesIO(body), key, summary, partitions, chunks.append, threading.Event()
+    )
+    sent: dict[str, int] = {}
+    for chunk in chunks:
+        for partition, batch in chunk.batches:
+            for record in decode_batch(batch):
+                sent[record["globalUserId"]] = partition
+    return sent
+
+
+def test_ingest_and_web_routing_put_a_key_in_the_same_partition() -> None:
+    fans = [f"u{n}" for n in range(40)]
+    sent = ingested_partitions(fans, 6)
+    assert sent == {fan: partition_for(fan_key("c1", fan).encode(), 6) for fan in fans}
+
+    stream = build_app(Settings(topic_partitions=6, listen_for_notifications=False))
+    topic = stream.fan_states.changelog_topic.get_topic_name()
+    # Worker A owns partitions 0-2, worker B 3-5 (what the assignor's metadata says).
+    metadata = {"http://a:1": {topic: [0, 1, 2]}, "http://b:2": {topic: [3, 4, 5]}}
+    stream.app.router = SimpleNamespace(table_metadata=lambda name: metadata)  # type: ignore[assignment]
+    for fan, partition in sent.items():
+        owner = owner_url(stream, stream.fan_states, fan_key("c1", fan))
+        assert owner == ("http://a:1" if partition < 3 else "http://b:2"), fan

@@ -1,0 +1,54 @@
+"""What the stream consumer's fetcher proves holds no record (issue #13: a Kinesis bridge puts
+a transaction marker in every score partition every pass; each used to cost a direct read)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from vfstream.stream.transport import FetchedGaps
+
+TP0 = SimpleNamespace(topic="scores", partition=0)
+
+
+def test_a_marker_between_two_fetched_records_is_a_known_gap() -> None:
+    gaps = FetchedGaps()
+    gaps.observe(TP0, [0, 1, 3, 4], position=5)  # 2: a commit marker
+    assert gaps.holds_no_record("scores", 0, 2, 3)
+    assert not gaps.holds_no_record("scores", 0, 1, 3)  # 1 is a record
+    assert not gaps.holds_no_record("scores", 1, 2, 3)  # another partition
+
+
+def test_markers_at_the_end_of_a_fetch_are_gaps_before_the_next_record() -> None:
+    gaps = FetchedGaps()
+    gaps.observe(TP0, [10, 11], position=13)  # 12: a marker the fetch passed
+    gaps.observe(TP0, [15], position=16)  # 13, 14: an aborted record and its marker
+    assert gaps.holds_no_record("scores", 0, 12, 15)
+    assert gaps.holds_no_record("scores", 0, 13, 15)
+    assert not gaps.holds_no_record("scores", 0, 11, 15)
+
+
+def test_a_seek_forgets_what_was_proved() -> None:
+    gaps = FetchedGaps()
+    gaps.observe(TP0, [0], position=1)
+    gaps.forget([TP0])
+    # After a seek the next record proves nothing about what lies before it.
+    gaps.observe(TP0, [50], position=51)
+    assert not gaps.holds_no_record("scores", 0, 1, 50)
+
+
+@pytest.mark.parametrize(("start", "end"), [(0, 1), (5, 9), (100, 101)])
+def test_nothing_unproved_is_a_gap(start: int, end: int) -> None:
+    gaps = FetchedGaps()
+    assert not gaps.holds_no_record("scores", 0, start, end)
+    gaps.observe(TP0, [1, 2, 3], position=4)
+    assert not gaps.holds_no_record("scores", 0, start, end)
+
+
+def test_records_fetched_and_dropped_are_never_inside_a_gap() -> None:
+    # Faust fetched 5..9 and dropped 6..8 at a rebalance: they were fetched, so reading them
+    # directly is still required.
+    gaps = FetchedGaps()
+    gaps.observe(TP0, [5, 6, 7, 8, 9], position=10)
+    assert not gaps.holds_no_record("scores", 0, 6, 9)

@@ -1,0 +1,468 @@
+"""The Faust application: topics, changelog-backed tables, thin agents, web views.
+
+Built by ``build_app(settings)`` so tests and the CLI configure it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
+from prometheus_client import CollectorRegistry
+
+from vfstream.domain.activity import ActivityLog
+from vfstream.domain.keys import partition_for
+from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
+from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
+from vfstream.domain.state import CountDelta
+from vfstream.metrics import CONSUMER_LAG
+from vfstream.settings import Settings, get_settings
+from vfstream.sinks.clients.slack import SlackNotifier
+from vfstream.sinks.relays.dynamo_mirror import DynamoMirror
+from vfstream.sinks.relays.entry_forwarder import EntryForwarder
+from vfstream.sinks.relays.score_stream import ScoreStreamForwarder
+from vfstream.stream.partition_reader import CommittedRangeReader
+from vfstream.stream.reporting import VerdictReporter
+from vfstream.stream.tables import FanStateStore
+from vfstream.stream.transport import FetchedGaps, PositionLookup, broker_url
+from vfstream.stream.verification import VerificationLedger
+
+log = logging.getLogger(__name__)
+
+RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def raw_schema() -> faust.Schema:
+    return faust.Schema(**RAW)
+
+
+def raw_table(table: Any, *, keys: str = "raw") -> Any:
+    # Faust derives a table's serializers from its types (bytes -> json), not its schema;
+    # the changelog topic must agree too, because web routing hashes keys with it.
+    table.key_serializer = keys
+    table.value_serializer = "raw"
+    table.changelog_topic = table._new_changelog_topic()
+    return table
+
+
+REANNOUNCE_SECONDS = 5.0
+OVERDUE_CHECK_SECONDS = 10.0
+LAG_SECONDS = 5.0
+ACTIVITY_SECONDS = 1.0
+FLUSH_IDLE_SECONDS = 0.05
+TAIL_CHECK_SECONDS = 1.0
+EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
+
+
+class QueueKeepingFlowControl(FlowControlEvent):
+    """Faust's flow control, except that resuming a flow that is already on keeps the queues.
+
+    Table recovery turns the flow on to read changelogs, and again once the recovered stream
+    partitions are resumed and sought, clearing every agent's queue each time. Events the
+    fetcher delivered in between had already moved Faust's read offsets past them, so a
+    cleared one was never fetched again: records lost with no crash at all (the fault
+    tests' "a few fans short after a rebalance"). Queues are still cleared when a suspended
+    flow resumes, and events of an older consumer generation are skipped by the stream.
+    """
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
+
+
+class StreamApp(faust.App):
+    # Where the transport resumes score partitions no later than (vfstream.stream.transport).
+    recorded_positions: PositionLookup | None = None
+    # What the stream consumer's fetcher proved holds no record (vfstream.stream.transport).
+    fetched_gaps: FetchedGaps | None = None
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return QueueKeepingFlowControl(loop=self.loop)
+
+
+@dataclass(frozen=True)
+class SnapshotEffect:
+    moved: CountDelta
+    intents: list[ReportIntent]
+
+
+class VfStream:
+    """Holds the app and the objects its agents share."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        partitions = settings.topic_partitions
+        self.app = StreamApp(
+            settings.app_id,
+            broker=broker_url(settings.kafka_bootstrap),
+            store="rocksdb://",
+            datadir=str(settings.data_dir),
+            processing_guarantee="at_least_once",
+            topic_partitions=partitions,
+            topic_replication_factor=settings.topic_replication_factor,
+            topic_allow_declare=True,
+            web_host=settings.web_host,
+            web_port=settings.web_port,
+            web_bind=settings.web_host,
+            canonical_url=settings.advertised_web_url,
+            web_in_thread=False,
+            # Events are acked only after the partial counts covering them are flushed;
+            # waiting for "empty" on rebalance would wait for acks that come with the next event.
+            stream_wait_empty=False,
+            table_standby_replicas=settings.standby_replicas,
+            consumer_auto_offset_reset="earliest",
+            autodiscover=False,
+            key_serializer="raw",
+            value_serializer="raw",
+            broker_commit_interval=1.0,
+            # An event of the score-record topic is a batch of up to 512 KiB: a few dozen
+            # buffered per stream, not Faust's 4,096.
+            stream_buffer_maxsize=settings.stream_buffer_maxsize,
+            broker_session_timeout=settings.session_timeout_seconds,
+            broker_heartbeat_interval=max(settings.session_timeout_seconds / 4, 0.5),
+        )
+        app = self.app
+        self.score_topic = app.topic(settings.score_records_topic, partitions=partitions, **RAW)
+        self.dead_topic = app.topic(settings.dead_letter_topic, partitions=partitions, **RAW)
+        self.partials_topic = app.topic(settings.partials_topic, partitions=partitions, **RAW)
+        self.fan_states = raw_table(
+            app.Table("fan-state", partitions=partitions, schema=raw_schema())
+        )
+        self.campaign_counts = raw_table(
+            app.Table("campaign-counts", partitions=partitions, schema=raw_schema())
+        )
+        # Window keys are (campaign, (start, end)) tuples: JSON, not raw bytes.
+        self.count_windows = raw_table(
+            app.Table(
+                "campaign-count-windows",
+                partitions=partitions,
+                schema=faust.Schema(
+                    key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
+                ),
+            ),
+            keys="json",
+        ).tumbling(
+            timedelta(seconds=settings.window_seconds),
+            expires=timedelta(seconds=settings.window_expires_seconds),
+        )
+        self.score_reader = CommittedRangeReader(settings, settings.score_records_topic)
+        self.fan_store = FanStateStore(self.fan_states, settings.kafka_bootstrap)
+        app.fetched_gaps = gaps = FetchedGaps()
+        score_topic = settings.score_records_topic
+        self.ledger = VerificationLedger(
+            self.fan_store,
+            self._emit_snapshots,
+            self._dead_letter,
+            current_generation=lambda: app.consumer_generation_id,
+            source=self.score_reader,
+            limits=settings.limits,
+            partitions=partitions,
+            known_gap=lambda p, start, end: gaps.holds_no_record(score_topic, p, start, end),
+        )
+        app.recorded_positions = self._recorded_position
+        self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
+        self.report_books = raw_table(
+            app.Table("slack-reports", partitions=partitions, schema=raw_schema())
+        )
+        self.reporter = VerdictReporter(
+            self.report_books,
+            SlackNotifier(
+                settings.slack_webhook_url,
+                request_timeout_seconds=settings.slack_request_timeout_seconds,
+                give_up_seconds=settings.slack_give_up_seconds,
+            ),
+        )
+        self._warned_overdue: set[str] = set()
+        self.activity = ActivityLog()
+        self._register()
+
+    async def _emit_snapshots(self, snapshots: list[tuple[str, bytes]]) -> None:
+        for campaign, body in snapshots:
+            await self.send_keyed(self.partials_topic, campaign.encode(), body)
+
+    def partition_of(self, key: bytes) -> int:
+        return partition_for(key, self.settings.topic_partitions)
+
+    async def send_keyed(self, topic: Any, key: bytes, value: bytes) -> None:
+        """Send to the partition the one hash gives the key (``domain.keys.partition_for``),
+        as every producer of the pipeline's keyed topics does."""
+        await topic.send(key=key, value=value, partition=self.partition_of(key))
+
+    def _recorded_position(self, tp: TP) -> int | None:
+        if tp.topic != self.score_topic.get_topic_name():
+            return None
+        return self.ledger.recorded_position(tp.partition)
+
+    async def _dead_letter(self, key: bytes, value: bytes) -> None:
+        await self.dead_topic.send(key=key, value=value)
+
+    def owned_partitions(self, topic: str) -> set[int]:
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:
+            return set()
+        return {tp.partition for tp in assignment if tp.topic == topic}
+
+    def owned_score_partitions(self) -> set[int]:
+        return self.owned_partitions(self.settings.score_records_topic)
+
+    def _register(self) -> None:
+        app = self.app
+        ledger = self.ledger
+
+        @app.agent(self.score_topic, name="verify")
+        async def verify(stream: Any) -> None:
+            unacked = stream.noack()
+            async for event in unacked.events():
+                await ledger.handle(event, unacked.ack)
+
+        @app.agent(self.partials_topic, name="tally")
+        async def tally(stream: Any) -> None:
+            async for event in stream.events():
+                for intent in self.apply_snapshot(event.key, event.value).intents:
+                    await self.send_keyed(self.reports_topic, event.key, intent.to_bytes())
+
+        @app.agent(self.reports_topic, name="report")
+        async def report(stream: Any) -> None:
+            async for event in stream.events():
+                await self.reporter.handle(event.message.partition, event.value)
+
+        @app.timer(OVERDUE_CHECK_SECONDS)
+        async def warn_overdue_runs() -> None:
+            if not app.rebalancing:
+                for intent in self.overdue_intents(datetime.now(UTC)):
+                    key = intent.run.campaignId.encode()
+                    await self.send_keyed(self.reports_topic, key, intent.to_bytes())
+
+        @app.task
+        async def dump_tasks_on_sigusr2() -> None:
+            from vfstream.stream.diagnostics import install_task_dump
+
+            install_task_dump(asyncio.get_running_loop(), app)
+
+        @app.task
+        async def quiet_client_debug() -> None:
+            # Debug records from the Kafka client cost real time per message when a handler
+            # lets them through; keep the client at INFO or above whatever the worker's level.
+            for name in ("aiokafka", "faust.transport", "faust.topics"):
+                logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+
+        @app.timer(FLUSH_IDLE_SECONDS)
+        async def flush_idle() -> None:
+            if not app.rebalancing:
+                await ledger.flush_idle()
+
+        @app.timer(TAIL_CHECK_SECONDS)
+        async def fill_tails() -> None:
+            if not app.rebalancing:
+                consumed = await self.consumed_positions(self.score_topic.get_topic_name())
+                if consumed and not app.rebalancing:
+                    await ledger.fill_tails(consumed)
+
+        @app.on_before_shutdown.connect
+        async def stop_score_reader(app: Any, **kwargs: Any) -> None:
+            await self.score_reader.stop()
+            await self.fan_store.stop()
+
+        @app.timer(REANNOUNCE_SECONDS)
+        async def reannounce() -> None:
+            # Idempotent re-announcement heals a snapshot lost between flush and send.
+            owned = self.owned_score_partitions()
+            if owned and not app.rebalancing:
+                await self._emit_snapshots(ledger.snapshots_for(owned))
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
+            # Books of partitions kept through the rebalance go when the new generation's
+            # events arrive (VerificationLedger._book_for), not here: this signal may come
+            # after the agent has already applied some of them.
+            await ledger.release(
+                {tp.partition for tp in revoked if tp.topic == self.score_topic.get_topic_name()}
+            )
+
+        from faust.sensors.prometheus import setup_prometheus_sensors
+
+        from vfstream.web.views import register_views
+
+        # A registry per app: Faust's metrics would clash in the global one when a process
+        # builds more than one app (tests); /metrics serves both (see web.py).
+        self.faust_metrics = CollectorRegistry()
+        setup_prometheus_sensors(
+            app, pattern="/metrics/faust", registry=self.faust_metrics, name_prefix="faust"
+        )
+        register_views(self)
+
+        @app.timer(LAG_SECONDS)
+        async def measure_lag() -> None:
+            await self.measure_lag()
+
+        @app.timer(ACTIVITY_SECONDS)
+        async def sample_activity() -> None:
+            applied = self.ledger.records_in + self.ledger.filled_records
+            self.activity.sample_records(time.time(), applied)
+
+        if self.settings.listen_for_notifications:
+
+            @app.task
+            async def listen_for_scoring_files() -> None:
+                await self._listen_for_scoring_files()
+
+        # Relays to the outside world: each is a consumer group of its own that every worker
+        # joins, so their partitions spread over the workers like the agents' do.
+        if self.settings.mirror_to_dynamodb:
+
+            @app.task
+            async def mirror_to_dynamodb() -> None:
+                await self._keep_running("DynamoDB mirror", DynamoMirror(self.settings).run)
+
+        if self.settings.forward_to_entry_service:
+
+            @app.task
+            async def forward_rank0_fans() -> None:
+                await self._keep_running("entry forwarder", EntryForwarder(self.settings).run)
+
+        if self.settings.forward_to_kinesis:
+
+            @app.task
+            async def forward_score_records() -> None:
+                forwarder = ScoreStreamForwarder(self.settings)
+                await self._keep_running("Kinesis forwarder", forwarder.run)
+
+    async def _positions(self) -> dict[TP, int | None]:
+        """Where the stream's consumer stands in each assigned partition."""
+        consumer = self.app.consumer
+        try:
+            return {tp: await consumer.position(tp) for tp in consumer.assignment()}
+        except Exception:  # mid-rebalance: the next tick asks again
+            log.debug("positions unavailable", exc_info=True)
+            return {}
+
+    async def consumed_positions(self, topic: str) -> dict[int, int | None]:
+        """Where the stream's consumer stands in each owned partition of ``topic``."""
+        return {
+            tp.partition: at for tp, at in (await self._positions()).items() if tp.topic == topic
+        }
+
+    async def measure_lag(self) -> None:
+        consumer = self.app.consumer
+        score_lag: dict[int, int] = {}
+        for tp, position in (await self._positions()).items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and position is not None:
+                behind = max(highwater - position, 0)
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(behind)
+                if tp.topic == self.settings.score_records_topic:
+                    score_lag[tp.partition] = behind
+        self.activity.sample_lag(time.time(), score_lag)
+
+    def apply_snapshot(self, key: bytes, value: bytes) -> SnapshotEffect:
+        body = orjson.loads(value)
+        raw = self.campaign_counts.get(key)
+        totals = CampaignTotals.from_bytes(raw) if raw else CampaignTotals(campaignId=key.decode())
+        moved = CountDelta()
+        if "partial" in body:
+            partial = PartialCounts.model_validate(body["partial"])
+            moved = totals.merge_partial(partial, replace=bool(body.get("replace")))
+        elif "run" in body:
+            totals.merge_run(RunProgress.model_validate(body["run"]))
+        elif "announce" in body:
+            run = RunAnnouncement.model_validate(body["announce"])
+            totals.announce(run.model_copy(update={"announcedAt": datetime.now(UTC)}))
+        counts = totals.counts
+        intents = [
+            ReportIntent(kind=IntentKind.SETTLED, run=run, counts=counts, applied=run.valid)
+            for run in totals.settle()
+        ]
+        self.campaign_counts[key] = totals.to_bytes()
+        effect = SnapshotEffect(moved=moved, intents=intents)
+        if not moved.is_zero:
+            key = key.decode()
+            try:
+                current = self.count_windows[key].current()
+            except KeyError:
+                current = None
+            before = (
+                orjson.loads(current) if current else {"verified": 0, "rejected": 0, "selected": 0}
+            )
+            self.count_windows[key] = orjson.dumps(
+                {
+                    "verified": before["verified"] + moved.verified,
+                    "rejected": before["rejected"] + moved.rejected,
+                    "selected": before["selected"] + moved.selected,
+                }
+            )
+        return effect
+
+    def overdue_intents(self, now: datetime) -> list[ReportIntent]:
+        """Warnings for runs of campaigns this worker tallies that have not settled in time.
+
+        Each is sent once per worker life; the reporter's book absorbs the repeat after a
+        restart or a move of the partition.
+        """
+        owned = self.owned_partitions(self.settings.partials_topic)
+        limit = timedelta(seconds=self.settings.report_overdue_seconds)
+        intents: list[ReportIntent] = []
+        for key, raw in list(self.campaign_counts.data.items()):
+            if self.partition_of(key) not in owned:
+                continue  # a standby copy: the active owner warns
+            totals = CampaignTotals.from_bytes(raw)
+            for run in totals.announced.values():
+                late = run.announcedAt is not None and now - run.announcedAt > limit
+                if late and run.runId not in self._warned_overdue:
+                    self._warned_overdue.add(run.runId)
+                    intents.append(
+                        ReportIntent(
+                            kind=IntentKind.OVERDUE,
+                            run=run,
+                            counts=totals.counts,
+                            applied=totals.run_applied(run.runId),
+                        )
+                    )
+        return intents
+
+    async def _keep_running(
+        self, name: str, run: Callable[[Callable[[], bool]], Awaitable[Any]]
+    ) -> None:
+        """Run a relay until the worker stops; restart it after a failure."""
+        while not self.app.should_stop:
+            try:
+                await run(lambda: self.app.should_stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; restarting in 5s", name)
+                await asyncio.sleep(5)
+
+    async def _listen_for_scoring_files(self) -> None:
+        from vfstream.sources.s3.notifications import listen_for_files
+
+        await listen_for_files(self.settings, lambda: self.app.should_stop)
+
+
+def build_app(settings: Settings | None = None) -> VfStream:
+    return VfStream(settings or get_settings())
+
+
+def run_worker(loglevel: str = "info") -> int:
+    from vfstream.topics import ensure_topics
+
+    settings = get_settings()
+    asyncio.run(ensure_topics(settings))
+    stream = build_app(settings)
+
+    sys.argv = [sys.argv[0], "worker", "--loglevel", loglevel]
+    stream.app.main()
+    return 0
