@@ -635,3 +635,38 @@ def test_hostile_rows_never_stop_the_worker_and_every_valid_fan_is_counted(
     report = orjson.loads(done.stdout)
     assert report["differences"] == 0
     assert set(seen) <= {item["campaignId"] for item in report["report"]}
+
+
+# --- damaged messages on the internal partials topic ----------------------------------------
+
+
+async def test_damaged_partials_messages_are_dead_lettered_and_the_tally_goes_on(
+    isolated: Settings, worker: WorkerProcess
+) -> None:
+    from tests.integration.test_ingest import SAMPLE_PATH
+
+    key = b"c1001"
+    producer = AIOKafkaProducer(bootstrap_servers=isolated.kafka_bootstrap)
+    await producer.start()
+    try:
+        partition = partition_for(key, isolated.topic_partitions)
+        for damaged in (b"not json", b"{}", b'{"partial": {"campaignId": "c1001"}}'):
+            await producer.send_and_wait(
+                isolated.partials_topic, damaged, key=key, partition=partition
+            )
+    finally:
+        await producer.stop()
+    sample_key = f"scrubbed/{SAMPLE_PATH.name}"
+    await put_object(isolated, sample_key, SAMPLE_PATH.read_bytes())
+    await ScoringFileIngestor(isolated).ingest(isolated.scoring_bucket, sample_key, force=True)
+
+    await wait_for_counts(
+        worker, "c1001", {"verified": 2, "rejected": 2, "selected": 1}, timeout=60
+    )
+    letters = [
+        orjson.loads(m.value) for m in await read_committed(isolated, isolated.dead_letter_topic)
+    ]
+    refused = [letter for letter in letters if letter.get("kind") == "partials-message"]
+    assert len(refused) == 3
+    assert {letter["raw"] for letter in refused} >= {"not json", "{}"}
+    assert worker.alive()

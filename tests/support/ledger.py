@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from vfstream.domain.batches import encode_batch
 from vfstream.domain.fans import decode_envelope
+from vfstream.domain.keys import partial_key
 from vfstream.domain.ledger import PartialCounts
 from vfstream.domain.records import ScoreRecord
-from vfstream.stream.verification import VerificationLedger, partial_key
+from vfstream.stream.verification import VerificationLedger
 
 T0 = datetime(2026, 10, 20, 12, tzinfo=UTC)
 PARTITION = 0

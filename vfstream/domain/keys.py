@@ -65,3 +65,26 @@ def partition_for(key: bytes, partitions: int) -> int:
     standard library) of the key's UTF-8 bytes; Kafka's murmur2 costs 2.5 us a key in Python.
     """
     return zlib.crc32(key) % partitions
+
+
+# The state table's own keys beside the fans' (a fan key never starts with "#"): one
+# partition's partial counts of a campaign, its progress of a run, the index of both, and
+# the score-record position its last flush covered.
+def partial_key(partition: int, campaign_id: str) -> bytes:
+    return f"#counts:{partition}:{campaign_id}".encode()
+
+
+def run_key(partition: int, run_id: str) -> bytes:
+    return f"#run:{partition}:{run_id}".encode()
+
+
+def index_key(partition: int) -> bytes:
+    return f"#index:{partition}".encode()
+
+
+def position_key(partition: int) -> bytes:
+    return f"#position:{partition}".encode()
+
+
+def is_partial_key(key: bytes) -> bool:
+    return key.startswith(b"#counts:")

@@ -189,21 +189,6 @@ def _refused(counted_for_run: bool, reason: str) -> Applied:
     return Applied(WriteStatus.INVALID, counted_for_run=counted_for_run, reasons=(reason,))
 
 
-def resume_offset(committed: int | None, recorded: int | None) -> int | None:
-    """Where a source partition's reading resumes after an assignment.
-
-    ``recorded`` is the offset after the last event a flush of this partition covered, kept
-    in the table beside the states. Kafka's committed offset alone is not enough: Faust can
-    commit past records it fetched and then dropped (a flow stopped by a rebalance), and
-    skips seeking partitions committed at 0 or never. The earlier of the two is safe, as
-    records at or below a fan's stored offset change nothing; it also honours a ``replay``
-    that moved the committed offsets back. None: nothing known, the reset policy decides.
-    """
-    if recorded is None:
-        return committed
-    return min(committed if committed is not None else 0, recorded)
-
-
 # Settled runs a campaign's totals remember in full (the runs view); older ones by id only.
 HISTORY_RUNS = 50
 

@@ -293,3 +293,24 @@ def sum_deltas(items: Iterable[tuple[str, CountDelta]]) -> dict[str, CountDelta]
     for campaign, delta in items:
         totals[campaign] = totals.get(campaign, CountDelta()) + delta
     return {campaign: delta for campaign, delta in totals.items() if not delta.is_zero}
+
+
+def recount_by_partition(
+    states: Iterable[tuple[int, FanState]],
+) -> dict[str, dict[int, Counts]]:
+    """campaign -> source partition -> counts, from (partition, fan state) pairs alone: what
+    the partial counts must equal (reconcile, and the crash property's check)."""
+    out: dict[str, dict[int, list[int]]] = {}
+    for partition, state in states:
+        verified, rejected, selected = state.standing()
+        total = out.setdefault(state.campaignId, {}).setdefault(partition, [0, 0, 0])
+        total[0] += verified
+        total[1] += rejected
+        total[2] += selected
+    return {
+        campaign: {
+            partition: Counts(verified=v, rejected=r, selected=s)
+            for partition, (v, r, s) in partitions.items()
+        }
+        for campaign, partitions in out.items()
+    }

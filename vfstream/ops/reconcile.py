@@ -9,16 +9,16 @@ so a repaired count is repaired through the normal path and stays in its changel
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from vfstream.domain.fans import decode_envelope
-from vfstream.domain.keys import is_fan_key, partition_for
+from vfstream.domain.keys import is_fan_key, is_partial_key, partition_for
 from vfstream.domain.ledger import CampaignTotals, PartialCounts
-from vfstream.domain.state import CountDelta, Counts
+from vfstream.domain.state import CountDelta, Counts, recount_by_partition
+from vfstream.domain.tally import correction_message
 from vfstream.ops.reads import latest_values
 from vfstream.settings import Settings, get_settings
 
@@ -27,19 +27,11 @@ def recount_partials(
     fan_changelog: dict[bytes, tuple[int, bytes]],
 ) -> dict[str, dict[int, Counts]]:
     """campaign -> source partition -> counts, from the fan envelopes alone."""
-    out: dict[str, dict[int, Counts]] = defaultdict(dict)
-    for key, (partition, value) in fan_changelog.items():
-        if not is_fan_key(key):
-            continue
-        state = decode_envelope(value).state
-        standing = CountDelta(
-            verified=1 if state.isVerified else 0,
-            rejected=0 if state.isVerified else 1,
-            selected=1 if state.verdict is True else 0,
-        )
-        current = out[state.campaignId].get(partition, Counts())
-        out[state.campaignId][partition] = current.apply(standing)
-    return out
+    return recount_by_partition(
+        (partition, decode_envelope(value).state)
+        for key, (partition, value) in fan_changelog.items()
+        if is_fan_key(key)
+    )
 
 
 def misplaced_fans(fan_changelog: dict[bytes, tuple[int, bytes]], partitions: int) -> list[str]:
@@ -58,7 +50,7 @@ def durable_partials(
     """The partials the verification agent last flushed, keyed by (campaign, partition)."""
     out: dict[tuple[str, int], PartialCounts] = {}
     for key, (_, value) in fan_changelog.items():
-        if key.startswith(b"#counts:"):
+        if is_partial_key(key):
             partial = PartialCounts.model_validate_json(value)
             out[(partial.campaignId, partial.partition)] = partial
     return out
@@ -112,8 +104,7 @@ async def reconcile(settings: Settings, campaign: str | None, fix: bool) -> dict
                     selected=counts.selected,
                     watermark=known.watermark if known else -1,
                 )
-                snapshot = {"partial": partial.model_dump(), "replace": True}
-                corrections.append((name, orjson.dumps(snapshot)))
+                corrections.append((name, correction_message(partial)))
     if corrections:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
         await producer.start()

@@ -10,7 +10,6 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,12 +19,20 @@ from faust.types import TP
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 
 from vfstream.domain.activity import ActivityLog
 from vfstream.domain.keys import partition_for
-from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
-from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
-from vfstream.domain.state import CountDelta
+from vfstream.domain.ledger import CampaignTotals
+from vfstream.domain.records import MAX_ROW_BYTES
+from vfstream.domain.reports import ReportIntent
+from vfstream.domain.tally import (
+    PartialsMessage,
+    TallyEffect,
+    add_to_window,
+    apply_message,
+    overdue_intents,
+)
 from vfstream.metrics import CONSUMER_LAG
 from vfstream.settings import Settings, get_settings
 from vfstream.sinks.clients.slack import SlackNotifier
@@ -62,7 +69,6 @@ LAG_SECONDS = 5.0
 ACTIVITY_SECONDS = 1.0
 FLUSH_IDLE_SECONDS = 0.05
 TAIL_CHECK_SECONDS = 1.0
-EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
 
 
 class QueueKeepingFlowControl(FlowControlEvent):
@@ -91,12 +97,6 @@ class StreamApp(faust.App):
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return QueueKeepingFlowControl(loop=self.loop)
-
-
-@dataclass(frozen=True)
-class SnapshotEffect:
-    moved: CountDelta
-    intents: list[ReportIntent]
 
 
 class VfStream:
@@ -232,7 +232,12 @@ class VfStream:
         @app.agent(self.partials_topic, name="tally")
         async def tally(stream: Any) -> None:
             async for event in stream.events():
-                for intent in self.apply_snapshot(event.key, event.value).intents:
+                try:
+                    message = PartialsMessage.from_bytes(event.value)
+                except ValidationError as exc:  # not ours, or damaged: one letter, go on
+                    await self._refuse_partials(event.key, event.value, str(exc)[:500])
+                    continue
+                for intent in self.apply_tally(event.key, message).intents:
                     await self.send_keyed(self.reports_topic, event.key, intent.to_bytes())
 
         @app.agent(self.reports_topic, name="report")
@@ -368,42 +373,19 @@ class VfStream:
                     score_lag[tp.partition] = behind
         self.activity.sample_lag(time.time(), score_lag)
 
-    def apply_snapshot(self, key: bytes, value: bytes) -> SnapshotEffect:
-        body = orjson.loads(value)
+    def apply_tally(self, key: bytes, message: PartialsMessage) -> TallyEffect:
+        """One partials message into its campaign's totals and windowed change."""
         raw = self.campaign_counts.get(key)
         totals = CampaignTotals.from_bytes(raw) if raw else CampaignTotals(campaignId=key.decode())
-        moved = CountDelta()
-        if "partial" in body:
-            partial = PartialCounts.model_validate(body["partial"])
-            moved = totals.merge_partial(partial, replace=bool(body.get("replace")))
-        elif "run" in body:
-            totals.merge_run(RunProgress.model_validate(body["run"]))
-        elif "announce" in body:
-            run = RunAnnouncement.model_validate(body["announce"])
-            totals.announce(run.model_copy(update={"announcedAt": datetime.now(UTC)}))
-        counts = totals.counts
-        intents = [
-            ReportIntent(kind=IntentKind.SETTLED, run=run, counts=counts, applied=run.valid)
-            for run in totals.settle()
-        ]
+        effect = apply_message(totals, message, datetime.now(UTC))
         self.campaign_counts[key] = totals.to_bytes()
-        effect = SnapshotEffect(moved=moved, intents=intents)
-        if not moved.is_zero:
-            key = key.decode()
+        if not effect.moved.is_zero:
+            campaign = key.decode()
             try:
-                current = self.count_windows[key].current()
+                current = self.count_windows[campaign].current()
             except KeyError:
                 current = None
-            before = (
-                orjson.loads(current) if current else {"verified": 0, "rejected": 0, "selected": 0}
-            )
-            self.count_windows[key] = orjson.dumps(
-                {
-                    "verified": before["verified"] + moved.verified,
-                    "rejected": before["rejected"] + moved.rejected,
-                    "selected": before["selected"] + moved.selected,
-                }
-            )
+            self.count_windows[campaign] = add_to_window(current, effect.moved)
         return effect
 
     def overdue_intents(self, now: datetime) -> list[ReportIntent]:
@@ -418,20 +400,19 @@ class VfStream:
         for key, raw in list(self.campaign_counts.data.items()):
             if self.partition_of(key) not in owned:
                 continue  # a standby copy: the active owner warns
-            totals = CampaignTotals.from_bytes(raw)
-            for run in totals.announced.values():
-                late = run.announcedAt is not None and now - run.announcedAt > limit
-                if late and run.runId not in self._warned_overdue:
-                    self._warned_overdue.add(run.runId)
-                    intents.append(
-                        ReportIntent(
-                            kind=IntentKind.OVERDUE,
-                            run=run,
-                            counts=totals.counts,
-                            applied=totals.run_applied(run.runId),
-                        )
-                    )
+            late = overdue_intents(CampaignTotals.from_bytes(raw), now, limit, self._warned_overdue)
+            self._warned_overdue.update(intent.run.runId for intent in late)
+            intents.extend(late)
         return intents
+
+    async def _refuse_partials(self, key: bytes | None, value: bytes | None, reason: str) -> None:
+        log.warning("partials message refused: %s", reason)
+        letter = {
+            "kind": "partials-message",
+            "raw": (value or b"")[:MAX_ROW_BYTES].decode("utf-8", "replace"),
+            "reasons": [reason],
+        }
+        await self._dead_letter(key or b"", orjson.dumps(letter))
 
     async def _keep_running(
         self, name: str, run: Callable[[Callable[[], bool]], Awaitable[Any]]

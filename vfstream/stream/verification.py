@@ -48,10 +48,18 @@ from vfstream.domain.fans import (
     position_of,
     read_batch,
 )
-from vfstream.domain.keys import fan_key, partition_for
+from vfstream.domain.keys import (
+    fan_key,
+    index_key,
+    partial_key,
+    partition_for,
+    position_key,
+    run_key,
+)
 from vfstream.domain.ledger import PartialTally, RunTally, apply_record
 from vfstream.domain.limits import DEFAULT_LIMITS, Limits
 from vfstream.domain.records import MAX_ROW_BYTES
+from vfstream.domain.tally import partial_message, run_message
 from vfstream.metrics import (
     DEAD_LETTERS,
     FILLED_RECORDS,
@@ -74,22 +82,6 @@ RELEASE_WAIT_SECONDS = 20.0
 TAIL_CHECK_IDLE_SECONDS = 5.0
 # Runs the partition index lists (and re-announces): the newest; older ones have settled.
 INDEXED_RUNS = 256
-
-
-def partial_key(partition: int, campaign_id: str) -> bytes:
-    return f"#counts:{partition}:{campaign_id}".encode()
-
-
-def run_key(partition: int, run_id: str) -> bytes:
-    return f"#run:{partition}:{run_id}".encode()
-
-
-def index_key(partition: int) -> bytes:
-    return f"#index:{partition}".encode()
-
-
-def position_key(partition: int) -> bytes:
-    return f"#position:{partition}".encode()
 
 
 # Labelled children made once: ``labels()`` per call took about 4% of the agent's time.
@@ -547,7 +539,7 @@ class VerificationLedger:
                 if campaign not in index["campaigns"]:
                     index["campaigns"].append(campaign)
                     grew = True
-                snapshots.append((campaign, b'{"partial":' + body + b"}"))
+                snapshots.append((campaign, partial_message(body)))
             for run_id in sorted(book.dirty_runs):
                 run = book.runs[run_id]
                 body = run.to_json()
@@ -556,7 +548,7 @@ class VerificationLedger:
                     index["runs"].append(run_id)
                     del index["runs"][:-INDEXED_RUNS]
                     grew = True
-                snapshots.append((run.campaignId, b'{"run":' + body + b"}"))
+                snapshots.append((run.campaignId, run_message(body)))
             if grew:
                 items.append((index_key(partition), orjson.dumps(index)))
             book.dirty_partials.clear()
@@ -598,7 +590,7 @@ class VerificationLedger:
                     else self.store.get(partition, partial_key(partition, campaign))
                 )
                 if body:
-                    out.append((campaign, b'{"partial":' + body + b"}"))
+                    out.append((campaign, partial_message(body)))
             for run_id in index["runs"]:
                 run = book.runs.get(run_id) if book else None
                 body = (
@@ -606,7 +598,7 @@ class VerificationLedger:
                 )
                 if body:
                     decoded = orjson.loads(body)
-                    out.append((decoded["campaignId"], b'{"run":' + body + b"}"))
+                    out.append((decoded["campaignId"], run_message(body)))
         return out
 
 

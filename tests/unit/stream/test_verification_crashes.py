@@ -32,9 +32,9 @@ from tests.support.ledger import (
     with_markers,
 )
 from vfstream.domain.fans import decode_envelope
-from vfstream.domain.ledger import resume_offset
+from vfstream.domain.keys import partial_key, position_key
 from vfstream.domain.records import ScoreRecord
-from vfstream.stream.verification import partial_key, position_key
+from vfstream.stream.transport import resume_offset
 
 
 @settings(max_examples=200, deadline=None)

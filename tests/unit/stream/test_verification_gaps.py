@@ -22,7 +22,7 @@ from tests.support.ledger import (
     recount,
     replay_changelog,
 )
-from vfstream.stream.verification import position_key
+from vfstream.domain.keys import position_key
 
 
 @pytest.fixture(autouse=True)

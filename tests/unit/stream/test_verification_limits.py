@@ -13,10 +13,11 @@ import pytest
 import vfstream.stream.verification as verification
 from tests.support.ledger import PARTITION, T0, FakeTable, event, recount
 from vfstream.domain.fans import decode_envelope
+from vfstream.domain.keys import run_key
 from vfstream.domain.limits import Limits
 from vfstream.domain.records import RecordSource, ScoreRecord
 from vfstream.domain.state import WriteStatus
-from vfstream.stream.verification import VerificationLedger, run_key
+from vfstream.stream.verification import VerificationLedger
 
 SOURCE = RecordSource(bucket="b", key="k", etag="e", line=1, run="run-1")
 

@@ -36,6 +36,7 @@ from vfstream.domain.records import (
     parse_scoring_key,
 )
 from vfstream.domain.reports import RunAnnouncement
+from vfstream.domain.tally import announce_message
 from vfstream.errors import FileRejected
 from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
 from vfstream.ops.reads import latest_values
@@ -89,8 +90,7 @@ def run_announcement(marker: dict[str, Any]) -> tuple[bytes, bytes] | None:
     run = RunAnnouncement.from_marker(marker)
     if run is None or not run.campaignId:
         return None
-    body = orjson.dumps({"announce": run.model_dump(mode="json")})
-    return run.campaignId.encode(), body
+    return run.campaignId.encode(), announce_message(run)
 
 
 def file_id(bucket: str, key: str, etag: str) -> str:

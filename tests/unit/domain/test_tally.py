@@ -1,0 +1,135 @@
+"""The partials topic's one message model and the tally's rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from vfstream.domain.ledger import (
+    CampaignTotals,
+    PartialCounts,
+    PartialTally,
+    RunProgress,
+    RunTally,
+)
+from vfstream.domain.reports import IntentKind, RunAnnouncement
+from vfstream.domain.state import CountDelta
+from vfstream.domain.tally import (
+    PartialsMessage,
+    add_to_window,
+    announce_message,
+    apply_message,
+    correction_message,
+    overdue_intents,
+    partial_message,
+    run_message,
+)
+
+T0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+def partial(partition: int, verified: int, watermark: int) -> PartialCounts:
+    return PartialCounts(
+        campaignId="c1", partition=partition, verified=verified, rejected=1, watermark=watermark
+    )
+
+
+def test_the_ledgers_framing_is_the_models_encoding() -> None:
+    tally = PartialTally("c1", 2, verified=3, rejected=1, selected=1, watermark=99)
+    run = RunTally("r1", "c1", 2, applied=4, watermark=99)
+
+    framed_partial = PartialsMessage.from_bytes(partial_message(tally.to_json()))
+    framed_run = PartialsMessage.from_bytes(run_message(run.to_json()))
+
+    assert framed_partial.partial == PartialCounts.model_validate_json(tally.to_json())
+    assert framed_partial.replace is False
+    assert orjson.loads(framed_partial.to_bytes()) == orjson.loads(partial_message(tally.to_json()))
+    assert framed_run.run == RunProgress.model_validate_json(run.to_json())
+
+
+def test_announcements_and_corrections_read_back() -> None:
+    run = RunAnnouncement(runId="r1", campaignId="c1", valid=3, invalid=1)
+
+    assert PartialsMessage.from_bytes(announce_message(run)).announce == run
+    correction = PartialsMessage.from_bytes(correction_message(partial(0, 5, 10)))
+    assert correction.replace is True and correction.partial == partial(0, 5, 10)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"{}",
+        b"not json",
+        b'{"partial": {"campaignId": "c1"}}',
+        b'{"run": {"runId": "r", "campaignId": "c", "partition": 0}, '
+        b'"announce": {"runId": "r", "campaignId": "c"}}',
+        b'{"partial": {"campaignId": "c1", "partition": "zero"}}',
+    ],
+)
+def test_a_message_that_is_not_exactly_one_thing_is_refused(value: bytes) -> None:
+    with pytest.raises(ValidationError):
+        PartialsMessage.from_bytes(value)
+
+
+def test_an_older_partial_moves_nothing_and_a_correction_overrides_it() -> None:
+    totals = CampaignTotals(campaignId="c1")
+    first = apply_message(totals, PartialsMessage(partial=partial(0, 5, 10)), T0)
+    older = apply_message(totals, PartialsMessage(partial=partial(0, 9, 4)), T0)
+    fixed = apply_message(totals, PartialsMessage(partial=partial(0, 2, 4), replace=True), T0)
+
+    assert first.moved == CountDelta(verified=5, rejected=1)
+    assert older.moved == CountDelta()
+    assert fixed.moved == CountDelta(verified=-3)
+    assert totals.counts.verified == 2
+
+
+def progress(partition: int, applied: int) -> PartialsMessage:
+    return PartialsMessage(
+        run=RunProgress(runId="r1", campaignId="c1", partition=partition, applied=applied)
+    )
+
+
+def test_a_run_settles_once_when_its_records_are_applied_and_reports_its_counts() -> None:
+    totals = CampaignTotals(campaignId="c1")
+    announce = RunAnnouncement(runId="r1", campaignId="c1", valid=3)
+    apply_message(totals, PartialsMessage(announce=announce), T0)
+    apply_message(totals, PartialsMessage(partial=partial(0, 3, 7)), T0)
+    half = apply_message(
+        totals,
+        PartialsMessage(run=RunProgress(runId="r1", campaignId="c1", partition=0, applied=2)),
+        T0,
+    )
+    done = apply_message(
+        totals,
+        PartialsMessage(run=RunProgress(runId="r1", campaignId="c1", partition=1, applied=1)),
+        T0,
+    )
+    again = apply_message(totals, PartialsMessage(announce=announce), T0)
+
+    assert half.intents == []
+    (intent,) = done.intents
+    assert intent.kind is IntentKind.SETTLED and intent.counts.verified == 3
+    assert again.intents == [] and "r1" not in totals.announced
+
+
+def test_a_run_is_overdue_once_past_the_limit_and_not_warned_twice() -> None:
+    totals = CampaignTotals(campaignId="c1")
+    apply_message(
+        totals, PartialsMessage(announce=RunAnnouncement(runId="r1", campaignId="c1", valid=5)), T0
+    )
+    limit = timedelta(minutes=10)
+
+    assert overdue_intents(totals, T0 + timedelta(minutes=9), limit, set()) == []
+    (late,) = overdue_intents(totals, T0 + timedelta(minutes=11), limit, set())
+    assert late.kind is IntentKind.OVERDUE and late.run.runId == "r1"
+    assert overdue_intents(totals, T0 + timedelta(minutes=11), limit, {"r1"}) == []
+
+
+def test_a_window_adds_up_every_move() -> None:
+    window = add_to_window(None, CountDelta(verified=2, rejected=1))
+    window = add_to_window(window, CountDelta(verified=-1, selected=1))
+
+    assert orjson.loads(window) == {"verified": 1, "rejected": 1, "selected": 1}

@@ -1,0 +1,122 @@
+"""The campaign tally's rules: the partials-topic message, how a campaign's totals take it,
+when runs settle, which runs are overdue, and the windowed change. No I/O.
+
+Every message on the partials topic is a ``PartialsMessage`` holding exactly one of:
+- ``partial``: one source partition's counts for a campaign (the verification ledger's
+  flush; reconcile ``--fix`` sends one with ``replace`` to override a corrupt watermark);
+- ``run``: how many records of a run one source partition applied (the ledger's flush);
+- ``announce``: an ingested file's run, what it must reach to settle (the ingestor's
+  marker, re-sent by ``replay --rebuild``).
+The ledger frames its already-encoded partials with ``partial_message``/``run_message``
+(bytes equal to the model's encoding, checked by a test) so its flush builds no model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+from pydantic import BaseModel, model_validator
+
+from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
+from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
+from vfstream.domain.state import CountDelta
+
+
+class PartialsMessage(BaseModel):
+    """One message of the partials topic, keyed by its campaign id."""
+
+    partial: PartialCounts | None = None
+    replace: bool = False
+    run: RunProgress | None = None
+    announce: RunAnnouncement | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PartialsMessage:
+        held = [part for part in (self.partial, self.run, self.announce) if part is not None]
+        if len(held) != 1:
+            raise ValueError("a partials message holds exactly one of partial, run, announce")
+        return self
+
+    def to_bytes(self) -> bytes:
+        return self.__pydantic_serializer__.to_json(self, exclude_defaults=True)
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> PartialsMessage:
+        return cls.model_validate_json(value)
+
+
+def partial_message(partial_json: bytes) -> bytes:
+    """The message of an encoded ``PartialTally``/``PartialCounts`` (the ledger's flush)."""
+    return b'{"partial":' + partial_json + b"}"
+
+
+def run_message(run_json: bytes) -> bytes:
+    """The message of an encoded ``RunTally``/``RunProgress`` (the ledger's flush)."""
+    return b'{"run":' + run_json + b"}"
+
+
+def announce_message(run: RunAnnouncement) -> bytes:
+    return orjson.dumps({"announce": run.model_dump(mode="json")})
+
+
+def correction_message(partial: PartialCounts) -> bytes:
+    """A recounted partial that replaces the stored one whatever its watermark."""
+    return PartialsMessage(partial=partial, replace=True).to_bytes()
+
+
+@dataclass(frozen=True)
+class TallyEffect:
+    moved: CountDelta  # how the campaign's counts moved (the windowed change)
+    intents: list[ReportIntent]  # runs this message settled: their reports
+
+
+def apply_message(totals: CampaignTotals, message: PartialsMessage, now: datetime) -> TallyEffect:
+    """Take one message into a campaign's totals; settle what it completes."""
+    moved = CountDelta()
+    if message.partial is not None:
+        moved = totals.merge_partial(message.partial, replace=message.replace)
+    elif message.run is not None:
+        totals.merge_run(message.run)
+    elif message.announce is not None:
+        totals.announce(message.announce.model_copy(update={"announcedAt": now}))
+    counts = totals.counts
+    intents = [
+        ReportIntent(kind=IntentKind.SETTLED, run=run, counts=counts, applied=run.valid)
+        for run in totals.settle(now)
+    ]
+    return TallyEffect(moved=moved, intents=intents)
+
+
+def overdue_intents(
+    totals: CampaignTotals, now: datetime, limit: timedelta, warned: Collection[str]
+) -> list[ReportIntent]:
+    """Warnings for the campaign's runs announced longer than ``limit`` ago and not settled,
+    except those already ``warned`` of."""
+    return [
+        ReportIntent(
+            kind=IntentKind.OVERDUE,
+            run=run,
+            counts=totals.counts,
+            applied=totals.run_applied(run.runId),
+        )
+        for run in totals.announced.values()
+        if run.announcedAt is not None and now - run.announcedAt > limit and run.runId not in warned
+    ]
+
+
+EMPTY_WINDOW = {"verified": 0, "rejected": 0, "selected": 0}
+
+
+def add_to_window(current: bytes | None, moved: CountDelta) -> bytes:
+    """A window's value (the change of counts within it) after another move."""
+    before = orjson.loads(current) if current else EMPTY_WINDOW
+    return orjson.dumps(
+        {
+            "verified": before["verified"] + moved.verified,
+            "rejected": before["rejected"] + moved.rejected,
+            "selected": before["selected"] + moved.selected,
+        }
+    )
