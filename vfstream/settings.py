@@ -18,8 +18,39 @@ from vfstream.domain.limits import DEFAULT_LIMITS, Limits
 MAX_STATE_BYTES = 900 * 1024
 
 
+def _as_env(model: BaseSettings) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if value is None:
+            continue
+        if isinstance(value, BaseSettings):
+            env.update(_as_env(value))
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"VFSTREAM_{name.upper()}"] = str(value)
+    return env
+
+
+class DevStackSettings(BaseSettings):
+    """The local stack's own settings (``vfstream dev``, tests, benchmarks): where it keeps
+    its state and jars, and which Kafka it runs. A deployment never reads these."""
+
+    model_config = SettingsConfigDict(env_prefix="VFSTREAM_", extra="ignore", frozen=True)
+
+    dev_state_dir: Path = Path(".state/dev")
+    dev_cache_dir: Path = Path.home() / ".cache" / "vfstream"
+    kafka_version: str = "4.1.1"
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VFSTREAM_", extra="ignore")
+    # Frozen: read once at start and passed in; a changed copy is model_copy(update=...).
+    model_config = SettingsConfigDict(env_prefix="VFSTREAM_", extra="ignore", frozen=True)
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -60,6 +91,11 @@ class Settings(BaseSettings):
     standby_replicas: int = Field(default=0, ge=0)
     # Events Faust buffers per stream; score-record events are batches of up to 512 KiB.
     stream_buffer_maxsize: int = Field(default=32, ge=1)
+    # The verification ledger flushes a partition's states, partials and acks after this
+    # many records or seconds, and checks a partition this long quiet for a missed tail.
+    flush_every_records: int = Field(default=2_000, ge=1)
+    flush_every_seconds: float = Field(default=0.05, gt=0)
+    tail_check_idle_seconds: float = Field(default=5.0, ge=0)
     # How fast the group notices a dead worker (kill -9, lost pod) and rebalances.
     session_timeout_seconds: float = Field(default=15.0, gt=0)
 
@@ -86,11 +122,8 @@ class Settings(BaseSettings):
     campaign_service_url: str = "http://127.0.0.1:8082"
 
     # Local stack (vfstream dev)
-    dev_state_dir: Path = Path(".state/dev")
-    dev_cache_dir: Path = Path.home() / ".cache" / "vfstream"
-    kafka_version: str = "4.1.1"
-    kafka_controller_port: int = 9093
-    kafka_heap: str = "512m"
+    # The local stack's settings, read from the same VFSTREAM_* names (VFSTREAM_KAFKA_HEAP).
+    dev: DevStackSettings = Field(default_factory=DevStackSettings)
 
     # Limits on hostile or careless input (README "Limits"): past a field, id or events
     # limit a row or record is dead-lettered; past the state limit the fan keeps its last
@@ -155,17 +188,7 @@ class Settings(BaseSettings):
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``VFSTREAM_*`` variables, to hand to a child process."""
-        env: dict[str, str] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            if isinstance(value, bool):
-                value = "true" if value else "false"
-            env[f"VFSTREAM_{name.upper()}"] = str(value)
-        return env
+        return _as_env(self)
 
     def namespaced(self, suffix: str) -> Settings:
         """A copy whose app id and topics carry ``suffix``: isolated runs on one broker."""

@@ -33,7 +33,7 @@ server.listen(Number(process.argv[2]), "127.0.0.1");
 
 
 def module_dir(settings: Settings) -> Path:
-    return settings.dev_cache_dir / "kinesalite" / "node_modules" / "kinesalite"
+    return settings.dev.dev_cache_dir / "kinesalite" / "node_modules" / "kinesalite"
 
 
 def unavailable_reason(settings: Settings) -> str | None:

@@ -3,8 +3,6 @@ changelog, a source of score batches, a run that can crash anywhere, and recount
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +14,7 @@ from vfstream.domain.fans import decode_envelope
 from vfstream.domain.keys import partial_key
 from vfstream.domain.ledger import PartialCounts
 from vfstream.domain.records import ScoreRecord
-from vfstream.stream.verification import VerificationLedger
+from vfstream.stream.verification import FlushPolicy, VerificationLedger
 
 T0 = datetime(2026, 10, 20, 12, tzinfo=UTC)
 PARTITION = 0
@@ -95,13 +93,25 @@ class Run:
     """One worker incarnation: processes events, acks after flushes, may crash."""
 
     def __init__(
-        self, table: FakeTable, flush_every: int, source: FakeSource | None = None
+        self,
+        table: FakeTable,
+        flush_every: int,
+        source: FakeSource | None = None,
+        *,
+        flush_seconds: float = 0.05,
+        tail_idle_seconds: float = 5.0,
     ) -> None:
         self.table = table
         self.acked: list[int] = []
         self.durable_len = len(table.changelog)  # writes a completed flush vouched for
-        self.ledger = VerificationLedger(table, self._emit, self._dead_letter, source=source)
-        self.flush_every = flush_every
+        policy = FlushPolicy(
+            every_records=flush_every,
+            every_seconds=flush_seconds,
+            tail_idle_seconds=tail_idle_seconds,
+        )
+        self.ledger = VerificationLedger(
+            table, self._emit, self._dead_letter, source=source, policy=policy
+        )
 
     async def _emit(self, snapshots: list[tuple[str, bytes]]) -> None:
         return None
@@ -116,9 +126,6 @@ class Run:
     async def process(
         self, events: list[Any], stop_after: int | None, mid_flush: bool = False
     ) -> None:
-        import vfstream.stream.verification as verification
-
-        verification.FLUSH_EVERY_RECORDS = self.flush_every
         for index, item in enumerate(events):
             if stop_after is not None and index >= stop_after:
                 if mid_flush:
@@ -178,18 +185,6 @@ def with_markers(
         events.append(event(offset, *items[start : start + size]))
         start, offset, turn = start + size, offset + 1, turn + 1
     return events
-
-
-def quiet_at_once(scenario: Callable[[], Any]) -> None:
-    """Run ``scenario`` with every partition counting as quiet for the tail check."""
-    import vfstream.stream.verification as verification
-
-    before = verification.TAIL_CHECK_IDLE_SECONDS
-    verification.TAIL_CHECK_IDLE_SECONDS = 0.0
-    try:
-        asyncio.run(scenario())
-    finally:
-        verification.TAIL_CHECK_IDLE_SECONDS = before
 
 
 def fan_record(fan: str) -> ScoreRecord:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from vfstream.cli.main import build_parser
-from vfstream.settings import Settings
+from vfstream.settings import DevStackSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -327,7 +327,9 @@ def test_kafka_is_a_single_node_kraft_broker_and_controller() -> None:
     voter_id, _, voter_address = voters[0].partition("@")
     assert voter_id == env["KAFKA_NODE_ID"]
     assert voter_address.rsplit(":", 1)[1] == listeners[controller]
-    assert int(listeners[controller]) == Settings.model_fields["kafka_controller_port"].default
+    assert (
+        int(listeners[controller]) == DevStackSettings.model_fields["kafka_controller_port"].default
+    )
     for name in (
         "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
         "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
@@ -353,7 +355,7 @@ def test_workers_reach_aws_at_the_port_the_aws_service_serves(
 
 def test_kafka_image_is_the_version_the_local_stack_runs() -> None:
     assert SERVICES["kafka"]["image"].startswith("apache/kafka:")
-    assert image_tag(SERVICES["kafka"]) == Settings().kafka_version
+    assert image_tag(SERVICES["kafka"]) == DevStackSettings().kafka_version
 
 
 def test_moto_image_is_the_moto_version_pinned_in_dev_extras() -> None:

@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError
 
 from vfstream.cli import exit_codes
 from vfstream.errors import Interrupted
-from vfstream.settings import get_settings
+from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
 T = TypeVar("T")
@@ -56,13 +56,13 @@ async def _until_signalled(work: Coroutine[Any, Any, T]) -> T:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
-def run_ingest(url: str, *, force: bool = False, progress: bool = True) -> int:
+def run_ingest(settings: Settings, url: str, *, force: bool = False, progress: bool = True) -> int:
     try:
         bucket, key = parse_s3_url(url)
     except ValueError as exc:
         print(f"vfstream ingest: {exc}", file=sys.stderr)
         return exit_codes.USAGE
-    ingestor = ScoringFileIngestor(get_settings(), progress=progress)
+    ingestor = ScoringFileIngestor(settings, progress=progress)
     try:
         summary = asyncio.run(_until_signalled(ingestor.ingest(bucket, key, force=force)))
     except (Interrupted, KeyboardInterrupt) as exc:
@@ -84,7 +84,7 @@ def run_ingest(url: str, *, force: bool = False, progress: bool = True) -> int:
     return exit_codes.OK
 
 
-def run_fanlist(url: str) -> int:
+def run_fanlist(settings: Settings, url: str) -> int:
     from vfstream.sources.s3.fanlist_direct import FanlistIngestor
 
     try:
@@ -93,7 +93,7 @@ def run_fanlist(url: str) -> int:
         print(f"vfstream fanlist: {exc}", file=sys.stderr)
         return exit_codes.USAGE
     try:
-        summary = asyncio.run(FanlistIngestor(get_settings()).ingest(bucket, key))
+        summary = asyncio.run(FanlistIngestor(settings).ingest(bucket, key))
     except Exception as exc:
         # S3, DynamoDB or Kafka unreachable: nothing to summarise, only the cause to name.
         print(f"vfstream fanlist: could not process {url}: {exc}", file=sys.stderr)

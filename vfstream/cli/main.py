@@ -11,15 +11,14 @@ from typing import Any
 
 from vfstream.cli import exit_codes
 from vfstream.errors import VfStreamError
-from vfstream.settings import get_settings
+from vfstream.settings import Settings, get_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def _dev(args: argparse.Namespace) -> int:
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.dev.stack import LocalStack, StackError, fetch_kafka, status_json
 
-    settings = get_settings()
     stack = LocalStack(settings)
     try:
         if args.action == "fetch-kafka":
@@ -53,70 +52,70 @@ def _dev(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
-def _ingest(args: argparse.Namespace) -> int:
+def _ingest(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.cli.ingest import run_ingest
 
-    return run_ingest(args.url, force=args.force, progress=not args.no_progress)
+    return run_ingest(settings, args.url, force=args.force, progress=not args.no_progress)
 
 
-def _fanlist(args: argparse.Namespace) -> int:
+def _fanlist(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.cli.ingest import run_fanlist
 
-    return run_fanlist(args.url)
+    return run_fanlist(settings, args.url)
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.stream.app import run_worker
 
-    return run_worker(loglevel=args.loglevel)
+    return run_worker(settings, loglevel=args.loglevel)
 
 
-def _replay(args: argparse.Namespace) -> int:
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.ops.replay import run_replay
 
     if not args.rebuild and not args.to:
         print("vfstream replay: --to is required (or --rebuild)", file=sys.stderr)
         return exit_codes.USAGE
-    return run_replay(args.to or "earliest", topic=args.topic, rebuild_state=args.rebuild)
+    return run_replay(settings, args.to or "earliest", topic=args.topic, rebuild_state=args.rebuild)
 
 
-def _reconcile(args: argparse.Namespace) -> int:
+def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.ops.reconcile import run_reconcile
 
-    return run_reconcile(campaign=args.campaign, fix=args.fix)
+    return run_reconcile(settings, campaign=args.campaign, fix=args.fix)
 
 
-def _listen(args: argparse.Namespace) -> int:
+def _listen(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.sources.s3.notifications import run_listener
 
-    return run_listener()
+    return run_listener(settings)
 
 
-def _bridge(args: argparse.Namespace) -> int:
+def _bridge(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.sources.kinesis_bridge import run_bridge
 
-    return run_bridge(args.stream, once=args.once)
+    return run_bridge(settings, args.stream, once=args.once)
 
 
-def _runs(args: argparse.Namespace) -> int:
+def _runs(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.cli.operator import run_runs
 
-    return run_runs(args.campaign, args.json)
+    return run_runs(settings, args.campaign, args.json)
 
 
-def _dead_letters(args: argparse.Namespace) -> int:
+def _dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.cli.operator import run_dead_letters
 
-    return run_dead_letters(args.campaign, args.kind, args.limit, args.json)
+    return run_dead_letters(settings, args.campaign, args.kind, args.limit, args.json)
 
 
-def _status(args: argparse.Namespace) -> int:
+def _status(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.cli.operator import run_status
 
-    return run_status(args.json)
+    return run_status(settings, args.json)
 
 
-def _generate(args: argparse.Namespace) -> int:
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from vfstream.dev.generator import main as generator_main
 
     return generator_main(args.rest)
@@ -256,8 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         return generator_main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.command, args.verbose)
+    # Read once, here, and passed down: nothing below the command line reads configuration.
+    settings = get_settings()
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args, settings) or 0)
     except VfStreamError as exc:
         # Whatever a command did not handle itself: its branch decides the status.
         print(f"vfstream {args.command}: {exc}", file=sys.stderr)

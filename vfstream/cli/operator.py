@@ -14,7 +14,7 @@ import orjson
 from vfstream.cli import exit_codes
 from vfstream.cli.render import number, printable, table
 from vfstream.ops.console import StackUnavailable, read_dead_letters, read_runs, read_status
-from vfstream.settings import get_settings
+from vfstream.settings import Settings
 
 
 def _read(command: str, reading: Awaitable[Any]) -> Any:
@@ -56,8 +56,8 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     return table(header, rows, right=(2, 3, 4, 5), widths={0: 30, 1: 100})
 
 
-def run_runs(campaign: str | None, as_json: bool) -> int:
-    runs = _read("runs", read_runs(get_settings(), campaign))
+def run_runs(settings: Settings, campaign: str | None, as_json: bool) -> int:
+    runs = _read("runs", read_runs(settings, campaign))
     if runs is None:
         return exit_codes.UNAVAILABLE
     _emit({"runs": runs} if as_json else runs, as_json, runs_table)
@@ -82,11 +82,13 @@ def dead_letters_table(letters: list[dict[str, Any]]) -> str:
     return table(header, rows, widths={2: 24, 3: 60, 4: 80, 5: 60})
 
 
-def run_dead_letters(campaign: str | None, kind: str | None, limit: int, as_json: bool) -> int:
+def run_dead_letters(
+    settings: Settings, campaign: str | None, kind: str | None, limit: int, as_json: bool
+) -> int:
     if limit < 1:
         print("vfstream dead-letters: --limit must be at least 1", file=sys.stderr)
         return exit_codes.USAGE
-    reading = read_dead_letters(get_settings(), campaign=campaign, kind=kind, limit=limit)
+    reading = read_dead_letters(settings, campaign=campaign, kind=kind, limit=limit)
     letters = _read("dead-letters", reading)
     if letters is None:
         return exit_codes.UNAVAILABLE
@@ -127,8 +129,8 @@ def status_text(status: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def run_status(as_json: bool) -> int:
-    status = _read("status", read_status(get_settings()))
+def run_status(settings: Settings, as_json: bool) -> int:
+    status = _read("status", read_status(settings))
     if status is None:
         return exit_codes.UNAVAILABLE
     _emit(status, as_json, status_text)

@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from vfstream.errors import DependencyUnavailable
-from vfstream.settings import Settings
+from vfstream.settings import DevStackSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,20 @@ def free_port() -> int:
 
 
 def private_stack_settings(state_dir: Path, **overrides: object) -> Settings:
-    """Settings for a local stack of its own (tests, benchmarks) on free ports."""
+    """Settings for a local stack of its own (tests, benchmarks) on free ports; overrides
+    of the local stack's own fields (``kafka_heap``) go to its ``DevStackSettings``."""
+    dev_fields = set(DevStackSettings.model_fields)
+    dev = DevStackSettings(
+        kafka_controller_port=free_port(),
+        dev_state_dir=state_dir,
+        **{k: v for k, v in overrides.items() if k in dev_fields},  # type: ignore[arg-type]
+    )
     return Settings(
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        kafka_controller_port=free_port(),
         aws_endpoint_url=f"http://127.0.0.1:{free_port()}",
-        dev_state_dir=state_dir,
         listen_for_notifications=False,
-        **overrides,  # type: ignore[arg-type]
+        dev=dev,
+        **{k: v for k, v in overrides.items() if k not in dev_fields},  # type: ignore[arg-type]
     )
 
 
@@ -170,7 +176,7 @@ class ManagedProcess:
 
 
 def kafka_libs_dir(settings: Settings) -> Path:
-    return settings.dev_cache_dir / f"kafka-{settings.kafka_version}" / "libs"
+    return settings.dev.dev_cache_dir / f"kafka-{settings.dev.kafka_version}" / "libs"
 
 
 def fetch_kafka(settings: Settings) -> Path:
@@ -184,7 +190,9 @@ def fetch_kafka(settings: Settings) -> Path:
         raise StackError("Maven (mvn) is needed to resolve the Kafka broker jars")
     libs.mkdir(parents=True, exist_ok=True)
     with resources.as_file(STACK_FILES / "pom.xml") as pom:
-        print(f"resolving Apache Kafka {settings.kafka_version} jars into {libs} ...", flush=True)
+        print(
+            f"resolving Apache Kafka {settings.dev.kafka_version} jars into {libs} ...", flush=True
+        )
         result = subprocess.run(
             [
                 mvn,
@@ -194,7 +202,7 @@ def fetch_kafka(settings: Settings) -> Path:
                 str(pom),
                 "dependency:copy-dependencies",
                 "-DincludeScope=runtime",
-                f"-Dkafka.version={settings.kafka_version}",
+                f"-Dkafka.version={settings.dev.kafka_version}",
                 f"-DoutputDirectory={libs}",
             ],
             capture_output=True,
@@ -202,20 +210,22 @@ def fetch_kafka(settings: Settings) -> Path:
         )
     if result.returncode != 0:
         raise StackError(f"mvn could not resolve Kafka:\n{result.stdout}\n{result.stderr}")
-    marker.write_text(settings.kafka_version)
+    marker.write_text(settings.dev.kafka_version)
     return libs
 
 
 class KafkaBroker(ManagedProcess):
     def __init__(self, settings: Settings) -> None:
-        super().__init__("kafka", settings.dev_state_dir, settings.kafka_host, settings.kafka_port)
+        super().__init__(
+            "kafka", settings.dev.dev_state_dir, settings.kafka_host, settings.kafka_port
+        )
         self.settings = settings
-        self.data_dir = settings.dev_state_dir / "kafka-data"
-        self.config_file = settings.dev_state_dir / "kafka-server.properties"
+        self.data_dir = settings.dev.dev_state_dir / "kafka-data"
+        self.config_file = settings.dev.dev_state_dir / "kafka-server.properties"
 
     def _write_config(self) -> None:
         host, port = self.host, self.port
-        ctl = self.settings.kafka_controller_port
+        ctl = self.settings.dev.kafka_controller_port
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -285,7 +295,7 @@ class KafkaBroker(ManagedProcess):
             if result.returncode != 0:
                 raise StackError(f"formatting Kafka storage failed:\n{result.stderr[-2000:]}")
         return self.spawn(
-            self._java("kafka.Kafka", str(self.config_file), heap=self.settings.kafka_heap)
+            self._java("kafka.Kafka", str(self.config_file), heap=self.settings.dev.kafka_heap)
         )
 
     async def wait_ready(self, timeout: float = 90.0) -> None:
@@ -317,7 +327,7 @@ class KafkaBroker(ManagedProcess):
 class MotoServer(ManagedProcess):
     def __init__(self, settings: Settings) -> None:
         host = (settings.aws_endpoint_url or "").split("//", 1)[-1].rsplit(":", 1)[0]
-        super().__init__("moto", settings.dev_state_dir, host or "127.0.0.1", settings.aws_port)
+        super().__init__("moto", settings.dev.dev_state_dir, host or "127.0.0.1", settings.aws_port)
 
     def start(self) -> int:
         return self.spawn(

@@ -20,7 +20,7 @@ from vfstream.domain.ledger import CampaignTotals, PartialCounts
 from vfstream.domain.state import CountDelta, Counts, recount_by_partition
 from vfstream.domain.tally import correction_message
 from vfstream.ops.reads import latest_values
-from vfstream.settings import Settings, get_settings
+from vfstream.settings import Settings
 
 
 def recount_partials(
@@ -128,7 +128,7 @@ async def reconcile(settings: Settings, campaign: str | None, fix: bool) -> dict
     }
 
 
-def run_reconcile(campaign: str | None = None, fix: bool = False) -> int:
-    result = asyncio.run(reconcile(get_settings(), campaign, fix))
+def run_reconcile(settings: Settings, campaign: str | None = None, fix: bool = False) -> int:
+    result = asyncio.run(reconcile(settings, campaign, fix))
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return 0 if result["differences"] == 0 or fix else 3

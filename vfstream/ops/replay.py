@@ -26,7 +26,7 @@ from vfstream.domain.keys import partition_for
 from vfstream.domain.records import parse_iso_datetime
 from vfstream.errors import OperatorError
 from vfstream.retry import Backoff, retrying
-from vfstream.settings import Settings, get_settings
+from vfstream.settings import Settings
 from vfstream.topics import changelog_topic, ensure_topics, partition_count
 
 COORDINATOR_WAIT_SECONDS = 30.0
@@ -208,8 +208,9 @@ async def reannounce_runs(settings: Settings) -> int:
     return len(messages)
 
 
-def run_replay(to: str, topic: str | None = None, rebuild_state: bool = False) -> int:
-    settings = get_settings()
+def run_replay(
+    settings: Settings, to: str, topic: str | None = None, rebuild_state: bool = False
+) -> int:
     try:
         if rebuild_state:
             result = asyncio.run(rebuild(settings))

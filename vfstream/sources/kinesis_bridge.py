@@ -58,7 +58,7 @@ from vfstream.metrics import (
 )
 from vfstream.ops.reads import latest_values
 from vfstream.retry import Backoff, retrying
-from vfstream.settings import Settings, get_settings
+from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -533,11 +533,9 @@ async def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None
         await asyncio.sleep(min(left, 0.2))
 
 
-def run_bridge(stream: str | None = None, *, once: bool = False) -> int:
+def run_bridge(settings: Settings, stream: str | None = None, *, once: bool = False) -> int:
     """``vfstream bridge``: copy until SIGINT/SIGTERM (or, with ``once``, what is there now)."""
     from vfstream.topics import ensure_topics
-
-    settings = get_settings()
 
     async def main() -> BridgeSummary:
         await ensure_topics(settings)

@@ -34,7 +34,7 @@ from vfstream.domain.tally import (
     overdue_intents,
 )
 from vfstream.metrics import CONSUMER_LAG
-from vfstream.settings import Settings, get_settings
+from vfstream.settings import Settings
 from vfstream.sinks.clients.slack import SlackNotifier
 from vfstream.sinks.relays.dynamo_mirror import DynamoMirror
 from vfstream.sinks.relays.entry_forwarder import EntryForwarder
@@ -43,7 +43,7 @@ from vfstream.stream.partition_reader import CommittedRangeReader
 from vfstream.stream.reporting import VerdictReporter
 from vfstream.stream.tables import FanStateStore
 from vfstream.stream.transport import FetchedGaps, PositionLookup, broker_url
-from vfstream.stream.verification import VerificationLedger
+from vfstream.stream.verification import FlushPolicy, VerificationLedger
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,11 @@ class VfStream:
             limits=settings.limits,
             partitions=partitions,
             known_gap=lambda p, start, end: gaps.holds_no_record(score_topic, p, start, end),
+            policy=FlushPolicy(
+                every_records=settings.flush_every_records,
+                every_seconds=settings.flush_every_seconds,
+                tail_idle_seconds=settings.tail_check_idle_seconds,
+            ),
         )
         app.recorded_positions = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
@@ -433,14 +438,13 @@ class VfStream:
         await listen_for_files(self.settings, lambda: self.app.should_stop)
 
 
-def build_app(settings: Settings | None = None) -> VfStream:
-    return VfStream(settings or get_settings())
+def build_app(settings: Settings) -> VfStream:
+    return VfStream(settings)
 
 
-def run_worker(loglevel: str = "info") -> int:
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
     from vfstream.topics import ensure_topics
 
-    settings = get_settings()
     asyncio.run(ensure_topics(settings))
     stream = build_app(settings)
 

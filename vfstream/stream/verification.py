@@ -75,11 +75,21 @@ log = logging.getLogger(__name__)
 
 # A partition's staged changes are flushed once this many records wait, or this long after
 # the last flush (at the next event, or by the idle timer when no event comes).
-FLUSH_EVERY_RECORDS = 2_000
-FLUSH_EVERY_SECONDS = 0.05
-RELEASE_WAIT_SECONDS = 20.0
-# A partition with no event for this long is checked against its consumer's position.
-TAIL_CHECK_IDLE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class FlushPolicy:
+    """When a partition's book is flushed, and how long the ledger waits on quiet and
+    revoked partitions (settings ``flush_every_records`` and the others)."""
+
+    every_records: int = 2_000
+    every_seconds: float = 0.05
+    # A partition with no event for this long is checked against its consumer's position.
+    tail_idle_seconds: float = 5.0
+    # A revoke waits this long for a flush in progress before forgetting its books.
+    release_wait_seconds: float = 20.0
+
+
 # Runs the partition index lists (and re-announces): the newest; older ones have settled.
 INDEXED_RUNS = 256
 
@@ -148,8 +158,10 @@ class VerificationLedger:
         limits: Limits = DEFAULT_LIMITS,
         partitions: int | None = None,
         known_gap: Callable[[int, int, int], bool] | None = None,
+        policy: FlushPolicy = FlushPolicy(),
     ) -> None:
         self.store = store
+        self.policy = policy
         self.limits = limits
         # The partition count of the score-record topic: a record whose fan belongs to
         # another partition is refused (its state would live in two partitions).
@@ -186,9 +198,12 @@ class VerificationLedger:
         owner's writes, and leave an older partial as the latest value.
         """
         try:
-            await asyncio.wait_for(self._lock.acquire(), timeout=RELEASE_WAIT_SECONDS)
+            await asyncio.wait_for(self._lock.acquire(), timeout=self.policy.release_wait_seconds)
         except TimeoutError:
-            log.warning("a flush still running after %ss; forgetting anyway", RELEASE_WAIT_SECONDS)
+            log.warning(
+                "a flush still running after %ss; forgetting anyway",
+                self.policy.release_wait_seconds,
+            )
             self.forget(partitions)
             return
         try:
@@ -273,7 +288,7 @@ class VerificationLedger:
                 ):
                     del self._books[partition]
                     continue
-                if not book.unacked or now - book.last_flush < FLUSH_EVERY_SECONDS:
+                if not book.unacked or now - book.last_flush < self.policy.every_seconds:
                     continue
                 await self._flush_book(partition, book, self._ack)
                 flushed += 1
@@ -300,8 +315,8 @@ class VerificationLedger:
         book.next_offset = max(book.next_offset or 0, offset + 1)
         now = book.last_event = time.monotonic()
         if (
-            book.unflushed_records >= FLUSH_EVERY_RECORDS
-            or now - book.last_flush >= FLUSH_EVERY_SECONDS
+            book.unflushed_records >= self.policy.every_records
+            or now - book.last_flush >= self.policy.every_seconds
         ):
             await self._flush_book(partition, book, ack)
         return statuses
@@ -503,7 +518,7 @@ class VerificationLedger:
                     # No event of this generation yet: the recorded position is expected.
                     book = self._books[partition] = _PartitionBook(generation=current)
                     book.last_event = now
-                quiet = now - book.last_event >= TAIL_CHECK_IDLE_SECONDS
+                quiet = now - book.last_event >= self.policy.tail_idle_seconds
                 if position is None or book.unacked or not quiet:
                     continue
                 expected = self._expected_offset(partition, book)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,7 +24,6 @@ from tests.support.ledger import (
     fan_record,
     fetched_in,
     partials,
-    quiet_at_once,
     records,
     recount,
     replay_changelog,
@@ -69,9 +67,9 @@ def test_crash_anywhere_then_replay_leaves_partials_equal_to_a_recount(
     delivered = [item for item in events if item.message.offset not in dropped]
 
     async def scenario() -> None:
-        uninterrupted = Run(FakeTable(), flush_every)
+        uninterrupted = Run(FakeTable(), flush_every, tail_idle_seconds=0.0)
         await uninterrupted.process(events, stop_after=None)
-        first = Run(FakeTable(), flush_every, FakeSource(events))
+        first = Run(FakeTable(), flush_every, FakeSource(events), tail_idle_seconds=0.0)
         stop = min(crash_at, len(delivered))
         await first.process(delivered, stop_after=stop, mid_flush=mid_flush)
         # The crash: the changelog keeps every vouched-for write and maybe some more; the
@@ -94,7 +92,7 @@ def test_crash_anywhere_then_replay_leaves_partials_equal_to_a_recount(
         lag = commit_lag if overcommit else max(commit_lag, 0)
         committed = min(max(acked_to - lag, 0), end)
         start = resume_offset(committed, recorded) or 0
-        second = Run(table, flush_every, FakeSource(events))
+        second = Run(table, flush_every, FakeSource(events), tail_idle_seconds=0.0)
         await second.process(
             [item for item in delivered if item.message.offset >= start], stop_after=None
         )
@@ -108,7 +106,7 @@ def test_crash_anywhere_then_replay_leaves_partials_equal_to_a_recount(
         assert recount(durable) == recount(local)
         assert recount(durable) == recount(uninterrupted.table.data)
 
-    quiet_at_once(scenario)
+    asyncio.run(scenario())
 
 
 def test_redelivered_record_rewrites_a_state_the_changelog_never_got() -> None:
@@ -127,14 +125,6 @@ def test_redelivered_record_rewrites_a_state_the_changelog_never_got() -> None:
     durable = replay_changelog(table.changelog)
     assert recount(durable) == {"c1": (1, 0, 0)}
     assert orjson.loads(durable[partial_key(PARTITION, "c1")])["verified"] == 1
-
-
-@pytest.fixture
-def flush_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vfstream.stream.verification as verification
-
-    monkeypatch.setattr(verification, "FLUSH_EVERY_RECORDS", 100)
-    monkeypatch.setattr(verification, "FLUSH_EVERY_SECONDS", 0.2)
 
 
 def test_a_fan_with_several_rows_in_one_batch_is_a_no_op_when_the_batch_comes_again() -> None:
@@ -157,13 +147,13 @@ def test_a_fan_with_several_rows_in_one_batch_is_a_no_op_when_the_batch_comes_ag
     assert len(state.events) == 3 and state.version == 3
 
 
-def test_a_rebalance_drops_the_unflushed_book_and_its_events_count_once_when_they_come_again(
-    flush_when_told: None,
-) -> None:
+def test_a_rebalance_drops_the_unflushed_book_and_its_events_count_once_when_they_come_again() -> (
+    None
+):
     fans = [fan_record(f"u{n}") for n in range(4)]
 
     async def scenario() -> Run:
-        run = Run(FakeTable(), flush_every=100)
+        run = Run(FakeTable(), flush_every=100, flush_seconds=0.2)
         for offset in range(3):  # applied in generation 1, never flushed
             await run.ledger.handle(fetched_in(1, offset, fans[offset]), run._ack)
         # The rebalance restarts the partition at its resume offset, 0.
@@ -178,9 +168,7 @@ def test_a_rebalance_drops_the_unflushed_book_and_its_events_count_once_when_the
     assert run.acked == [0, 1, 2, 3]  # generation 2's events only
 
 
-def test_an_event_fetched_before_the_latest_rebalance_is_ignored_and_never_acked(
-    flush_when_told: None,
-) -> None:
+def test_an_event_fetched_before_the_latest_rebalance_is_ignored_and_never_acked() -> None:
     async def scenario() -> tuple[Run, Any]:
         run = Run(FakeTable(), flush_every=1)
         await run.ledger.handle(fetched_in(2, 0, fan_record("u0")), run._ack)
@@ -195,11 +183,9 @@ def test_an_event_fetched_before_the_latest_rebalance_is_ignored_and_never_acked
     assert recount(run.table.data) == {"c1": (1, 0, 0)}
 
 
-def test_each_flush_records_the_position_after_its_last_event_as_its_last_write(
-    flush_when_told: None,
-) -> None:
+def test_each_flush_records_the_position_after_its_last_event_as_its_last_write() -> None:
     async def scenario() -> Run:
-        run = Run(FakeTable(), flush_every=100)
+        run = Run(FakeTable(), flush_every=100, flush_seconds=0.2)
         for offset in (0, 1, 3):  # 2: a transaction marker
             await run.ledger.handle(fetched_in(1, offset, fan_record(f"u{offset}")), run._ack)
         await run.ledger.flush(PARTITION, run._ack)
@@ -210,13 +196,11 @@ def test_each_flush_records_the_position_after_its_last_event_as_its_last_write(
     assert run.ledger.recorded_position(PARTITION) == 4
 
 
-def test_an_idle_flush_drops_a_book_of_an_older_generation_without_acking_it(
-    flush_when_told: None,
-) -> None:
+def test_an_idle_flush_drops_a_book_of_an_older_generation_without_acking_it() -> None:
     generation = {"now": 1}
 
     async def scenario() -> tuple[Run, int]:
-        run = Run(FakeTable(), flush_every=100)
+        run = Run(FakeTable(), flush_every=100, flush_seconds=0.2)
         run.ledger._current_generation = lambda: generation["now"]
         await run.ledger.handle(fetched_in(1, 0, fan_record("u0")), run._ack)
         generation["now"] = 2

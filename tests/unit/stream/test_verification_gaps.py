@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
 
-import vfstream.stream.verification as verification
 from tests.support.ledger import (
     PARTITION,
     FakeSource,
@@ -25,18 +25,12 @@ from tests.support.ledger import (
 from vfstream.domain.keys import position_key
 
 
-@pytest.fixture(autouse=True)
-def flush_when_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(verification, "FLUSH_EVERY_RECORDS", 100)
-    monkeypatch.setattr(verification, "FLUSH_EVERY_SECONDS", 60.0)
-
-
 def partition_events(offsets: list[int]) -> list[Any]:
     return [fetched_in(1, offset, fan_record(f"u{offset}")) for offset in offsets]
 
 
 def run_with(source: FakeSource, table: FakeTable | None = None) -> Run:
-    return Run(table or FakeTable(), flush_every=100, source=source)
+    return Run(table or FakeTable(), flush_every=100, source=source, flush_seconds=60.0)
 
 
 def test_records_the_stream_skipped_are_read_and_applied_before_the_next_event(
@@ -103,13 +97,11 @@ def test_a_generation_starting_past_the_recorded_position_reads_the_records_betw
     assert recount(replay_changelog(second.table.changelog)) == {"c1": (6, 0, 0)}
 
 
-def test_a_quiet_partition_short_of_its_consumer_position_has_its_tail_applied(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(verification, "TAIL_CHECK_IDLE_SECONDS", 0.0)
+def test_a_quiet_partition_short_of_its_consumer_position_has_its_tail_applied() -> None:
     events = partition_events([0, 1, 2, 3])
     source = FakeSource(events)
     run = run_with(source)
+    run.ledger.policy = replace(run.ledger.policy, tail_idle_seconds=0.0)
 
     async def scenario() -> int:
         await run.ledger.handle(events[0], run._ack)
@@ -123,9 +115,7 @@ def test_a_quiet_partition_short_of_its_consumer_position_has_its_tail_applied(
     assert recount(replay_changelog(run.table.changelog)) == {"c1": (4, 0, 0)}
 
 
-def test_a_partition_with_recent_events_or_nothing_missing_is_not_read(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_partition_with_recent_events_or_nothing_missing_is_not_read() -> None:
     events = partition_events([0, 1, 2])
     source = FakeSource(events)
     run = run_with(source)
@@ -135,7 +125,7 @@ def test_a_partition_with_recent_events_or_nothing_missing_is_not_read(
             await run.ledger.handle(item, run._ack)
         await run.ledger.flush(PARTITION, run._ack)
         busy = await run.ledger.fill_tails({PARTITION: 5})  # its last event just now
-        monkeypatch.setattr(verification, "TAIL_CHECK_IDLE_SECONDS", 0.0)
+        run.ledger.policy = replace(run.ledger.policy, tail_idle_seconds=0.0)
         caught_up = await run.ledger.fill_tails({PARTITION: 3})
         return busy, caught_up
 

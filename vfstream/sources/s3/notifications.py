@@ -193,14 +193,10 @@ async def listen_for_files(settings: Settings, stopping: Callable[[], bool]) -> 
             await asyncio.sleep(5)
 
 
-def run_listener() -> int:
+def run_listener(settings: Settings) -> int:
     """``vfstream listen``: the notification listener alone (one Deployment replica on
     Kubernetes, beside workers that do not listen). Stops on SIGINT or SIGTERM."""
     import signal
-
-    from vfstream.settings import get_settings
-
-    settings = get_settings()
 
     async def main() -> None:
         stop = asyncio.Event()
