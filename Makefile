@@ -25,16 +25,14 @@ browser:
 	  else echo "chromium missing: run 'sudo apt-get install chromium'"; fi; }
 
 # kinesalite (npm), a Kinesis emulator that reshards like Kinesis, for the Kinesis bridge's
-# resharding tests (moto cannot follow writes across a reshard). Those tests skip without it,
-# so a missing npm or registry only costs them. It goes where Settings.dev_cache_dir points.
+# resharding tests (moto cannot follow writes across a reshard). Those tests fail without it,
+# so the install fails loudly too. It goes where DevStackSettings.dev_cache_dir points.
 KINESALITE_VERSION := 3.3.3
 kinesalite:
 	@dir="$${VFSTREAM_DEV_CACHE_DIR:-$$HOME/.cache/vfstream}/kinesalite"; \
 	test -f "$$dir/node_modules/kinesalite/package.json" || { \
-	  if command -v npm >/dev/null; then \
-	    npm install --prefix "$$dir" --no-audit --no-fund --silent kinesalite@$(KINESALITE_VERSION) \
-	    || echo "kinesalite install failed: the Kinesis resharding tests will be skipped"; \
-	  else echo "npm missing: the Kinesis resharding tests will be skipped"; fi; }
+	  command -v npm >/dev/null || { echo "npm is needed for kinesalite (the resharding tests)"; exit 1; }; \
+	  npm install --prefix "$$dir" --no-audit --no-fund --silent kinesalite@$(KINESALITE_VERSION); }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vfstream tests bench

@@ -3,7 +3,8 @@
 moto 5.2.5 keeps routing writes to a shard after splitting it and never ends a closed
 shard's iterator, so writes after a reshard cannot be followed on it. kinesalite (npm) routes
 them to the children and ends a drained closed shard's iterator, as Kinesis does.
-``make kinesalite`` installs it into the cache folder; without it the tests that need it skip.
+``make kinesalite`` installs it into the cache folder (``make test`` does); without it the tests
+that need it fail, naming the cause.
 """
 
 from __future__ import annotations

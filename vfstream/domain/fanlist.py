@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from vfstream.domain.records import (
     FiniteFloat,
+    describe_error,
     normalise_email,
     parse_iso_datetime,
     repeated_columns,
@@ -150,16 +151,6 @@ class FanlistRow(BaseModel):
         return key
 
 
-def _describe(error: Any) -> str:
-    column = str(error["loc"][0]) if error["loc"] else "row"
-    if error["type"] == "missing":
-        return f"{column}: required value is missing or empty"
-    message = error["msg"].removeprefix("Value error, ")
-    value = error.get("input")
-    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-    return f"{column}: {message}{shown}"
-
-
 def validate_fanlist_row(values: Mapping[str, str]) -> FanlistRow | list[str]:
     """Validate one row (column -> text) into a FanlistRow, or return every reason it fails.
 
@@ -188,7 +179,7 @@ def validate_fanlist_row(values: Mapping[str, str]) -> FanlistRow | list[str]:
         return [
             *reasons,
             *(
-                _describe(error)
+                describe_error(error)
                 for error in exc.errors(include_url=False)
                 # The model's own identifier check (no location) would repeat a reason above.
                 if error["loc"] or not reasons

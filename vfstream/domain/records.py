@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -312,9 +312,11 @@ class RowRejection(BaseModel):
         return self.__pydantic_serializer__.to_json(self)
 
 
-def _describe(error: Any) -> str:
-    location = error["loc"][0] if error["loc"] else "row"
-    column = _FIELD_TO_COLUMN.get(str(location), str(location))
+def describe_error(error: Any, columns: Mapping[str, str] | None = None) -> str:
+    """One pydantic error as a dead letter's reason: the column (``columns`` maps model
+    fields to the file's column names), what is wrong, and the value when it is short."""
+    location = str(error["loc"][0]) if error["loc"] else "row"
+    column = (columns or {}).get(location, location)
     if error["type"] == "missing":
         return f"{column}: required value is missing or empty"
     message = error["msg"].removeprefix("Value error, ")
@@ -394,7 +396,7 @@ def build_score_record(
         record = ScoreRecord.model_validate(data)
     except ValidationError as exc:
         reasons.extend(
-            _describe(error)
+            describe_error(error, _FIELD_TO_COLUMN)
             for error in exc.errors(include_url=False)
             # The id check above already explains a malformed id; pydantic's length rule
             # would only say the same thing again.

@@ -47,6 +47,7 @@ from vfstream.sinks.clients.dynamo_batch import DynamoBatchWriter
 from vfstream.sinks.clients.kinesis import KinesisForwarder, KinesisRecord
 from vfstream.sources.s3.csvrows import printable_raw, read_csv_rows
 from vfstream.sources.s3.s3body import BlockingS3Body, open_text
+from vfstream.sources.s3.summary import FileSummary
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +56,13 @@ LOGGED_INVALID_ROWS = 20
 
 
 @dataclass
-class FanlistSummary:
-    bucket: str
-    key: str
-    etag: str | None = None
-    campaignId: str | None = None
-    correlation: str | None = None
+class FanlistSummary(FileSummary):
     status: str = "pending"  # stored | incomplete (some items not stored or streamed) | failed
-    error: str | None = None
-    seconds: float = 0.0
+    correlation: str | None = None
     counts: FanlistCounts = field(default_factory=FanlistCounts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "bucket": self.bucket,
-            "key": self.key,
-            "etag": self.etag,
-            "campaignId": self.campaignId,
-            "correlation": self.correlation,
-            "status": self.status,
-            "error": self.error,
-            "seconds": round(self.seconds, 3),
-            **self.counts.as_dict(),
-        }
+        return {**self.file_dict(), "correlation": self.correlation, **self.counts.as_dict()}
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from vfstream.settings import Settings
 from vfstream.sources.s3.csvrows import printable_raw, read_scoring_rows
 from vfstream.sources.s3.inflight import InflightAnnouncer, fence_dead_ingests
 from vfstream.sources.s3.s3body import BlockingS3Body, open_text
+from vfstream.sources.s3.summary import FileSummary
 
 log = logging.getLogger(__name__)
 
@@ -52,34 +53,22 @@ _STOP = object()
 
 
 @dataclass
-class IngestSummary:
-    bucket: str
-    key: str
-    etag: str | None = None
-    campaignId: str | None = None
+class IngestSummary(FileSummary):
     status: str = "pending"  # ingested | skipped | failed
     rows_in: int = 0
     valid: int = 0
     invalid: int = 0
     produced: int = 0
-    seconds: float = 0.0
-    error: str | None = None
     forced: bool = False
     runId: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "bucket": self.bucket,
-            "key": self.key,
-            "etag": self.etag,
-            "campaignId": self.campaignId,
-            "status": self.status,
+            **self.file_dict(),
             "in": self.rows_in,
             "valid": self.valid,
             "invalid": self.invalid,
             "produced": self.produced,
-            "seconds": round(self.seconds, 3),
-            "error": self.error,
             "forced": self.forced,
             "runId": self.runId,
         }

@@ -1,0 +1,29 @@
+"""What every file ingestion reports: the object, its campaign, how it ended and how long
+it took. The scoring and fanlist ingestors add their own counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class FileSummary:
+    bucket: str
+    key: str
+    etag: str | None = None
+    campaignId: str | None = None
+    status: str = "pending"
+    error: str | None = None
+    seconds: float = 0.0
+
+    def file_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "etag": self.etag,
+            "campaignId": self.campaignId,
+            "status": self.status,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+        }
