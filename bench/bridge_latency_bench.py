@@ -21,7 +21,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.latency_bench import POLL_SECONDS, _percentile
+from bench.common import watch_counts
+from bench.latency_bench import _percentile
 from vfstream.aws import aws_client
 from vfstream.dev.workers import WorkerProcess
 from vfstream.settings import Settings
@@ -78,18 +79,9 @@ async def _measure(settings: Settings, work: Path) -> dict[str, object]:
     seen: list[tuple[float, int]] = []
     done = asyncio.Event()
 
-    async def poll() -> None:
-        while not done.is_set():
-            status, body = await worker.get_json(f"/campaigns/{campaign}/counts")
-            if status == 200:
-                seen.append((time.monotonic(), body["verified"]))
-                if body["verified"] >= total:
-                    done.set()
-            await asyncio.sleep(POLL_SECONDS)
-
     try:
         await worker.wait_ready()
-        poller = asyncio.create_task(poll())
+        poller = asyncio.create_task(watch_counts(worker, campaign, total, seen, done))
         started = time.monotonic()
         try:
             async with aws_client(settings, "kinesis") as kinesis:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
 from vfstream.dev.stack import free_port, private_stack_settings
-from vfstream.dev.workers import run_cli
+from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
 
 
@@ -59,3 +61,24 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     return f"{platform.machine()}, {cpus} cores{memory}, Python {platform.python_version()}"
+
+
+# How often the latency benchmarks read a campaign's counts.
+POLL_SECONDS = 0.02
+
+
+async def watch_counts(
+    worker: WorkerProcess,
+    campaign: str,
+    total: int,
+    seen: list[tuple[float, int]],
+    done: asyncio.Event,
+) -> None:
+    """Note (when, verified) of ``campaign`` until it reaches ``total``, then set ``done``."""
+    while not done.is_set():
+        status, body = await worker.get_json(f"/campaigns/{campaign}/counts")
+        if status == 200:
+            seen.append((time.monotonic(), body["verified"]))
+            if body["verified"] >= total:
+                done.set()
+        await asyncio.sleep(POLL_SECONDS)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from bench.common import watch_counts
 from vfstream.dev.workers import WorkerProcess
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import partition_for
@@ -29,7 +30,6 @@ RATES = tuple(
     int(rate) for rate in os.environ.get("VFSTREAM_BENCH_LATENCY_RATES", "2000,500").split(",")
 )
 SECONDS = int(os.environ.get("VFSTREAM_BENCH_LATENCY_SECONDS", "30"))
-POLL_SECONDS = 0.02
 
 
 def _record(campaign: str, number: int) -> ScoreRecord:
@@ -61,20 +61,11 @@ async def _measure(settings: Settings, work: Path, rate: int, seconds: int) -> d
     seen: list[tuple[float, int]] = []
     done = asyncio.Event()
 
-    async def poll() -> None:
-        while not done.is_set():
-            status, body = await worker.get_json(f"/campaigns/{campaign}/counts")
-            if status == 200:
-                seen.append((time.monotonic(), body["verified"]))
-                if body["verified"] >= total:
-                    done.set()
-            await asyncio.sleep(POLL_SECONDS)
-
     try:
         await worker.wait_ready()
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
         await producer.start()
-        poller = asyncio.create_task(poll())
+        poller = asyncio.create_task(watch_counts(worker, campaign, total, seen, done))
         try:
             tick = 0.01
             per_tick = max(1, round(rate * tick))

@@ -2,6 +2,9 @@
 
 from typing import Any
 
+import orjson
+
+from vfstream.domain.fans import ScoreRow, row_from_json
 from vfstream.domain.records import CSV_COLUMNS
 
 SCORING_HEADER = ",".join(CSV_COLUMNS)
@@ -64,3 +67,26 @@ def feed_document(
         "scoredAt": "2026-10-21T08:00:00Z",
         **overrides,
     }
+
+
+def hot_row(
+    user: str = "u1", rank: int = 0, verified: bool = True, verdict: bool | None = None
+) -> ScoreRow:
+    """A score record of campaign c1 as the hot path decodes it."""
+    parsed = row_from_json(
+        orjson.dumps(
+            {
+                "campaignId": "c1",
+                "globalUserId": user,
+                "id": f"{user}{rank:03d}",
+                "rank": rank,
+                "eventId": f"ev{rank}",
+                "score": 0.5,
+                "isVerified": verified,
+                "verdict": verdict,
+                "scoredAt": "2026-10-20T12:00:00Z",
+            }
+        )
+    )
+    assert isinstance(parsed, ScoreRow), parsed
+    return parsed

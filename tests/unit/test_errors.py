@@ -7,14 +7,9 @@ import importlib
 import inspect
 import pkgutil
 
-import pytest
-
 import vfstream
-from vfstream.cli import exit_codes
-from vfstream.cli.exit_codes import exit_status_of
 from vfstream.errors import (
     DependencyUnavailable,
-    FileRejected,
     InputRejected,
     Interrupted,
     OperatorError,
@@ -48,17 +43,3 @@ def test_every_exception_vfstream_defines_has_the_one_root_and_a_branch() -> Non
         c.__qualname__ for c in classes if c is not VfStreamError and not issubclass(c, BRANCHES)
     ]
     assert unbranched == []
-
-
-@pytest.mark.parametrize(
-    ("error", "status"),
-    [
-        (FileRejected("bad header"), exit_codes.FAILED),
-        (InputRejected("bad row"), exit_codes.FAILED),
-        (DependencyUnavailable("Kafka does not answer"), exit_codes.UNAVAILABLE),
-        (OperatorError("workers are running"), exit_codes.USAGE),
-        (Interrupted(15), 143),
-    ],
-)
-def test_each_branch_maps_to_one_exit_status(error: VfStreamError, status: int) -> None:
-    assert exit_status_of(error) == status

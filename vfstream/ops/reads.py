@@ -56,6 +56,17 @@ async def offset_range(
         await consumer.stop()
 
 
+async def _partitions_and_ends(
+    settings: Settings, topic: str
+) -> tuple[list[TopicPartition], dict[TopicPartition, int]]:
+    """Every partition of ``topic`` and its high watermark; LookupError when it is missing."""
+    count = await partition_count(settings, topic)
+    if count == 0:
+        raise LookupError(f"topic {topic} does not exist")
+    partitions = [TopicPartition(topic, p) for p in range(count)]
+    return partitions, await _high_watermarks(settings, partitions)
+
+
 async def holding_records(
     settings: Settings,
     ranges: dict[TopicPartition, tuple[int, int]],
@@ -109,11 +120,7 @@ async def read_committed(
     newest transaction now and then, so this reads up to the high watermark instead and
     lets the markers arrive; only a transaction that stays open is left out, with a warning.
     """
-    count = await partition_count(settings, topic)
-    if count == 0:
-        raise LookupError(f"topic {topic} does not exist")
-    partitions = [TopicPartition(topic, p) for p in range(count)]
-    ends = await _high_watermarks(settings, partitions)
+    partitions, ends = await _partitions_and_ends(settings, topic)
     consumer = _reader(settings, "read_committed")
     await consumer.start()
     try:
@@ -167,11 +174,7 @@ async def tail(
     open_transaction_grace: float = 2.0,
 ) -> list[ConsumerRecord]:
     """The last ``per_partition`` committed messages of each partition of ``topic``."""
-    count = await partition_count(settings, topic)
-    if count == 0:
-        raise LookupError(f"topic {topic} does not exist")
-    partitions = [TopicPartition(topic, p) for p in range(count)]
-    ends = await _high_watermarks(settings, partitions)
+    partitions, ends = await _partitions_and_ends(settings, topic)
     consumer = _reader(settings, "read_committed")
     await consumer.start()
     try:

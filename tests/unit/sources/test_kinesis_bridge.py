@@ -14,8 +14,9 @@ from typing import Any
 
 import orjson
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError
 
+from tests.support.aws import client_error
 from tests.support.rows import MINIMAL_ROW
 from vfstream.cli.main import build_parser
 from vfstream.domain.batches import decode_batch
@@ -24,17 +25,10 @@ from vfstream.domain.records import ScoreRecord
 from vfstream.domain.shards import ShardCheckpoint
 from vfstream.metrics import BRIDGE_AWS_RETRIES
 from vfstream.settings import Settings
-from vfstream.sources.kinesis_bridge import KinesisBridge, is_retryable_aws_error
+from vfstream.sources.kinesis_bridge import KinesisBridge
 
 STREAM = "feed"
 NOW = datetime(2026, 10, 21, tzinfo=UTC)
-
-
-def client_error(code: str, status: int = 400, operation: str = "GetRecords") -> ClientError:
-    return ClientError(
-        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
-        operation,
-    )
 
 
 def document(fan: int) -> bytes:
@@ -204,24 +198,6 @@ def copied(producer: FakeProducer) -> list[str]:
 
 
 # ---- errors worth retrying ---------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("error", "retryable"),
-    [
-        (client_error("ProvisionedThroughputExceededException"), True),
-        (client_error("LimitExceededException"), True),
-        (client_error("InternalFailure", 500), True),
-        (client_error("SomethingNew", 503), True),
-        (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
-        (client_error("ResourceNotFoundException"), False),
-        (client_error("AccessDeniedException"), False),
-        (client_error("ExpiredIteratorException"), False),
-        (ValueError("bug"), False),
-    ],
-)
-def test_which_aws_errors_are_retried(error: Exception, retryable: bool) -> None:
-    assert is_retryable_aws_error(error) is retryable
 
 
 async def test_throttled_calls_are_retried_and_counted_then_copy_goes_on() -> None:

@@ -11,13 +11,15 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
 from tests.support.rows import SCORING_HEADER, scoring_row
 from vfstream.domain.batches import decode_batch
 from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import ScoringKey
 from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import IngestSummary, ScoringFileIngestor
-from vfstream.stream.app import build_app
+from vfstream.stream.app import QueueKeepingFlowControl, build_app
 from vfstream.web.views import owner_url
 
 
@@ -72,3 +74,34 @@ def test_ingest_and_web_routing_put_a_key_in_the_same_partition() -> None:
     for fan, partition in sent.items():
         owner = owner_url(stream, stream.fan_states, fan_key("c1", fan))
         assert owner == ("http://a:1" if partition < 3 else "http://b:2"), fan
+
+
+# ---- resuming a flow that is already on keeps the events the agents have queued
+# ---- (QueueKeepingFlowControl); Faust's own flow control drops them
+
+
+def queued_after_two_resumes(flow: FlowControlEvent) -> int:
+    queue: FlowControlQueue[str] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+    flow.resume()  # recovery turns the flow on to read changelogs
+    queue.put_nowait("an event the fetcher delivered")
+    flow.resume()  # ... and again once the stream partitions are sought
+    return queue.qsize()
+
+
+async def test_resuming_a_flowing_app_keeps_the_events_already_queued() -> None:
+    assert queued_after_two_resumes(QueueKeepingFlowControl()) == 1
+
+
+async def test_faust_flow_control_drops_them_which_is_why_it_is_replaced() -> None:
+    assert queued_after_two_resumes(FlowControlEvent()) == 0
+
+
+async def test_resuming_a_suspended_flow_still_clears_the_queues() -> None:
+    flow = QueueKeepingFlowControl()
+    queue: FlowControlQueue[str] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+    flow.resume()
+    queue.put_nowait("an event of the generation before the rebalance")
+    flow.suspend()
+    flow.resume()
+    assert queue.qsize() == 0
+    assert flow.is_active()
