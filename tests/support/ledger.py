@@ -14,7 +14,8 @@ from vfstream.domain.fans import decode_envelope
 from vfstream.domain.keys import partial_key
 from vfstream.domain.ledger import PartialCounts
 from vfstream.domain.records import ScoreRecord
-from vfstream.stream.verification import FlushPolicy, VerificationLedger
+from vfstream.stream.ports import FlushPolicy
+from vfstream.stream.verification import VerificationLedger
 
 T0 = datetime(2026, 10, 20, 12, tzinfo=UTC)
 PARTITION = 0

@@ -40,10 +40,11 @@ from vfstream.sinks.relays.dynamo_mirror import DynamoMirror
 from vfstream.sinks.relays.entry_forwarder import EntryForwarder
 from vfstream.sinks.relays.score_stream import ScoreStreamForwarder
 from vfstream.stream.partition_reader import CommittedRangeReader
+from vfstream.stream.ports import FlushPolicy
 from vfstream.stream.reporting import VerdictReporter
 from vfstream.stream.tables import FanStateStore
 from vfstream.stream.transport import FetchedGaps, PositionLookup, broker_url
-from vfstream.stream.verification import FlushPolicy, VerificationLedger
+from vfstream.stream.verification import VerificationLedger
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,13 @@ class VfStream:
         return self.owned_partitions(self.settings.score_records_topic)
 
     def _register(self) -> None:
+        self._register_agents()
+        self._register_ledger_timers()
+        self._register_relays()
+        self._register_service()
+
+    def _register_agents(self) -> None:
+        """The three agents: verify (score batches), tally (partials), report (intents)."""
         app = self.app
         ledger = self.ledger
 
@@ -250,25 +258,17 @@ class VfStream:
             async for event in stream.events():
                 await self.reporter.handle(event.message.partition, event.value)
 
+    def _register_ledger_timers(self) -> None:
+        """What keeps the ledger and the tally moving between events and across rebalances."""
+        app = self.app
+        ledger = self.ledger
+
         @app.timer(OVERDUE_CHECK_SECONDS)
         async def warn_overdue_runs() -> None:
             if not app.rebalancing:
                 for intent in self.overdue_intents(datetime.now(UTC)):
                     key = intent.run.campaignId.encode()
                     await self.send_keyed(self.reports_topic, key, intent.to_bytes())
-
-        @app.task
-        async def dump_tasks_on_sigusr2() -> None:
-            from vfstream.stream.diagnostics import install_task_dump
-
-            install_task_dump(asyncio.get_running_loop(), app)
-
-        @app.task
-        async def quiet_client_debug() -> None:
-            # Debug records from the Kafka client cost real time per message when a handler
-            # lets them through; keep the client at INFO or above whatever the worker's level.
-            for name in ("aiokafka", "faust.transport", "faust.topics"):
-                logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
 
         @app.timer(FLUSH_IDLE_SECONDS)
         async def flush_idle() -> None:
@@ -303,6 +303,23 @@ class VfStream:
                 {tp.partition for tp in revoked if tp.topic == self.score_topic.get_topic_name()}
             )
 
+    def _register_service(self) -> None:
+        """Diagnostics, metrics, the web views, and the lag and activity samples."""
+        app = self.app
+
+        @app.task
+        async def dump_tasks_on_sigusr2() -> None:
+            from vfstream.stream.diagnostics import install_task_dump
+
+            install_task_dump(asyncio.get_running_loop(), app)
+
+        @app.task
+        async def quiet_client_debug() -> None:
+            # Debug records from the Kafka client cost real time per message when a handler
+            # lets them through; keep the client at INFO or above whatever the worker's level.
+            for name in ("aiokafka", "faust.transport", "faust.topics"):
+                logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+
         from faust.sensors.prometheus import setup_prometheus_sensors
 
         from vfstream.web.views import register_views
@@ -323,6 +340,10 @@ class VfStream:
         async def sample_activity() -> None:
             applied = self.ledger.records_in + self.ledger.filled_records
             self.activity.sample_records(time.time(), applied)
+
+    def _register_relays(self) -> None:
+        """The listener and the relays to the outside world, as the settings turn them on."""
+        app = self.app
 
         if self.settings.listen_for_notifications:
 

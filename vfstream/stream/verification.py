@@ -31,8 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -70,25 +69,15 @@ from vfstream.metrics import (
     STALE_EVENTS,
     WRITE_STATUSES,
 )
+from vfstream.stream.ports import (
+    FlushPolicy,
+    PartitionBook,
+    PartitionSource,
+    Snapshot,
+    StateStore,
+)
 
 log = logging.getLogger(__name__)
-
-# A partition's staged changes are flushed once this many records wait, or this long after
-# the last flush (at the next event, or by the idle timer when no event comes).
-
-
-@dataclass(frozen=True)
-class FlushPolicy:
-    """When a partition's book is flushed, and how long the ledger waits on quiet and
-    revoked partitions (settings ``flush_every_records`` and the others)."""
-
-    every_records: int = 2_000
-    every_seconds: float = 0.05
-    # A partition with no event for this long is checked against its consumer's position.
-    tail_idle_seconds: float = 5.0
-    # A revoke waits this long for a flush in progress before forgetting its books.
-    release_wait_seconds: float = 20.0
-
 
 # Runs the partition index lists (and re-announces): the newest; older ones have settled.
 INDEXED_RUNS = 256
@@ -99,52 +88,6 @@ VERIFY_RECORDS_IN = RECORDS_IN.labels("verify")
 VERIFY_RECORDS_OUT = RECORDS_OUT.labels("verify")
 STATUS_COUNTERS = {status: WRITE_STATUSES.labels(status.value) for status in WriteStatus}
 SCORE_DEAD_LETTERS = DEAD_LETTERS.labels("score-record")
-
-
-class StateStore(Protocol):
-    """The fan-state table as the ledger uses it (``vfstream.stream.tables.FanStateStore``)."""
-
-    def get(self, partition: int, key: bytes) -> bytes | None: ...
-
-    def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]: ...
-
-    async def write(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
-        """Write to the local store and the changelog, in order; return once the broker
-        holds every changelog write."""
-
-
-class SourceRecord(Protocol):
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-class PartitionSource(Protocol):
-    """The score-record topic read directly (``vfstream.stream.partition_reader``)."""
-
-    async def read(self, partition: int, start: int, end: int) -> list[SourceRecord]: ...
-
-
-Snapshot = tuple[str, bytes]  # (campaignId, JSON)
-
-
-@dataclass
-class _PartitionBook:
-    generation: int | None = None  # the consumer generation its events were fetched in
-    next_offset: int | None = None  # after the last event handled
-    recorded: int | None = None  # the position the last flush wrote
-    partials: dict[str, PartialTally] = field(default_factory=dict)
-    flushed: dict[str, int] = field(default_factory=dict)
-    runs: dict[str, RunTally] = field(default_factory=dict)
-    # Envelopes to write at the next flush, with their stored form.
-    staged: dict[bytes, tuple[Envelope, bytes]] = field(default_factory=dict)
-    dirty_partials: set[str] = field(default_factory=set)
-    dirty_runs: set[str] = field(default_factory=set)
-    index: dict[str, list[str]] | None = None
-    unacked: list[Any] = field(default_factory=list)
-    unflushed_records: int = 0
-    last_flush: float = field(default_factory=time.monotonic)
-    last_event: float = field(default_factory=time.monotonic)
 
 
 class VerificationLedger:
@@ -158,10 +101,10 @@ class VerificationLedger:
         limits: Limits = DEFAULT_LIMITS,
         partitions: int | None = None,
         known_gap: Callable[[int, int, int], bool] | None = None,
-        policy: FlushPolicy = FlushPolicy(),
+        policy: FlushPolicy | None = None,
     ) -> None:
         self.store = store
-        self.policy = policy
+        self.policy = policy or FlushPolicy()
         self.limits = limits
         # The partition count of the score-record topic: a record whose fan belongs to
         # another partition is refused (its state would live in two partitions).
@@ -175,7 +118,7 @@ class VerificationLedger:
         self._known_gap = known_gap
         self.known_gaps = 0
         self.filled_records = 0
-        self._books: dict[int, _PartitionBook] = {}
+        self._books: dict[int, PartitionBook] = {}
         self._generation: int | None = None
         self.stale_events = 0
         self.statuses: Counter[str] = Counter()
@@ -211,7 +154,7 @@ class VerificationLedger:
         finally:
             self._lock.release()
 
-    def _book_for(self, partition: int, generation: int | None) -> _PartitionBook | None:
+    def _book_for(self, partition: int, generation: int | None) -> PartitionBook | None:
         """The partition's book for an event fetched in ``generation``; None when stale.
 
         A rebalance restarts every assigned partition at its resume offset, which is at or
@@ -225,7 +168,7 @@ class VerificationLedger:
             self._generation = generation
         book = self._books.get(partition)
         if book is None or book.generation != generation:
-            book = self._books[partition] = _PartitionBook(generation=generation)
+            book = self._books[partition] = PartitionBook(generation=generation)
         return book
 
     def recorded_position(self, partition: int) -> int | None:
@@ -234,13 +177,13 @@ class VerificationLedger:
         return int(raw) if raw else None
 
     # --- bookkeeping values ----------------------------------------------------------------
-    def _load_index(self, partition: int, book: _PartitionBook) -> dict[str, list[str]]:
+    def _load_index(self, partition: int, book: PartitionBook) -> dict[str, list[str]]:
         if book.index is None:
             raw = self.store.get(partition, index_key(partition))
             book.index = orjson.loads(raw) if raw else {"campaigns": [], "runs": []}
         return book.index
 
-    def _partial(self, partition: int, book: _PartitionBook, campaign: str) -> PartialTally:
+    def _partial(self, partition: int, book: PartitionBook, campaign: str) -> PartialTally:
         partial = book.partials.get(campaign)
         if partial is None:
             raw = self.store.get(partition, partial_key(partition, campaign))
@@ -252,7 +195,7 @@ class VerificationLedger:
             book.flushed[campaign] = partial.watermark
         return partial
 
-    def _run(self, partition: int, book: _PartitionBook, run_id: str, campaign: str) -> RunTally:
+    def _run(self, partition: int, book: PartitionBook, run_id: str, campaign: str) -> RunTally:
         run = book.runs.get(run_id)
         if run is None:
             raw = self.store.get(partition, run_key(partition, run_id))
@@ -321,7 +264,7 @@ class VerificationLedger:
             await self._flush_book(partition, book, ack)
         return statuses
 
-    def _expected_offset(self, partition: int, book: _PartitionBook) -> int:
+    def _expected_offset(self, partition: int, book: PartitionBook) -> int:
         """The offset the partition's next message must have: after the book's last event,
         or the position the last flush recorded when the book has none yet (the start of
         the partition when nothing was ever recorded)."""
@@ -329,7 +272,7 @@ class VerificationLedger:
             return book.next_offset
         return self.recorded_position(partition) or 0
 
-    async def _fill_up_to(self, partition: int, book: _PartitionBook, end: int) -> None:
+    async def _fill_up_to(self, partition: int, book: PartitionBook, end: int) -> None:
         """Apply, in order, the messages before ``end`` the stream skipped."""
         expected = self._expected_offset(partition, book)
         if self._source is None or end <= expected:
@@ -364,7 +307,7 @@ class VerificationLedger:
         self,
         partition: int,
         offset: int,
-        book: _PartitionBook,
+        book: PartitionBook,
         key: bytes | None,
         value: bytes | None,
     ) -> Counter[str]:
@@ -432,7 +375,7 @@ class VerificationLedger:
         self,
         partition: int,
         position: int,
-        book: _PartitionBook,
+        book: PartitionBook,
         fan: bytes,
         row: ScoreRow,
         stored: dict[bytes, bytes | None],
@@ -516,7 +459,7 @@ class VerificationLedger:
                 book = self._books.get(partition)
                 if book is None or (current is not None and book.generation != current):
                     # No event of this generation yet: the recorded position is expected.
-                    book = self._books[partition] = _PartitionBook(generation=current)
+                    book = self._books[partition] = PartitionBook(generation=current)
                     book.last_event = now
                 quiet = now - book.last_event >= self.policy.tail_idle_seconds
                 if position is None or book.unacked or not quiet:
@@ -536,7 +479,7 @@ class VerificationLedger:
             await self._flush_book(partition, book, ack)
 
     async def _flush_book(
-        self, partition: int, book: _PartitionBook, ack: Callable[[Any], Awaitable[Any]]
+        self, partition: int, book: PartitionBook, ack: Callable[[Any], Awaitable[Any]]
     ) -> None:
         snapshots: list[Snapshot] = []
         # Order matters: fan states, then the partials that cover them (see ledger.py), then

@@ -6,12 +6,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
-from cachetools import TTLCache
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -19,9 +17,7 @@ from vfstream.domain.fans import decode_envelope
 from vfstream.domain.keys import fan_key
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
-from vfstream.domain.runs import newest_first, run_rows
 from vfstream.domain.windows import parse_window_bounds, shown
-from vfstream.ops.reads import recent_dead_letters
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 
 if TYPE_CHECKING:
@@ -83,7 +79,7 @@ async def _security_headers(request: Any, response: Any) -> None:
 DEAD_LETTER_CACHE_SECONDS = 3.0
 
 
-def _bounded_int(text: str | None, *, default: int, most: int) -> int:
+def bounded_int(text: str | None, *, default: int, most: int) -> int:
     """A positive count from a query parameter, at most ``most``; ``default`` if unreadable."""
     try:
         value = int(text) if text else default
@@ -92,7 +88,7 @@ def _bounded_int(text: str | None, *, default: int, most: int) -> int:
     return max(1, min(value, most))
 
 
-def _json(view: View, body: Any, status: int = 200) -> Response:
+def json_response(view: View, body: Any, status: int = 200) -> Response:
     return view.bytes(orjson.dumps(body), content_type="application/json", status=status)
 
 
@@ -110,7 +106,7 @@ def owner_url(stream: VfStream, table: Any, key: str) -> str | None:
     return None
 
 
-async def _routed(
+async def routed(
     stream: VfStream,
     view: View,
     request: Request,
@@ -130,7 +126,7 @@ async def _routed(
         return await local()
     if owner is None or request.headers.get(ROUTED_HEADER):
         # Unknown owner, or proxied here by a worker whose assignment was older than ours.
-        return _unavailable(view, reason if owner is None else "the assignment is moving")
+        return unavailable(view, reason if owner is None else "the assignment is moving")
     try:
         async with stream.app.http_client.get(
             owner + request.raw_path,
@@ -140,11 +136,11 @@ async def _routed(
             body = await answer.read()
             return view.bytes(body, content_type=answer.content_type, status=answer.status)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return _unavailable(view, f"{type(exc).__name__}")
+        return unavailable(view, f"{type(exc).__name__}")
 
 
-def _unavailable(view: View, reason: str) -> Response:
-    return _json(
+def unavailable(view: View, reason: str) -> Response:
+    return json_response(
         view,
         {"error": f"the worker owning this key is unavailable: {reason}", "retryAfter": 2},
         status=503,
@@ -152,6 +148,20 @@ def _unavailable(view: View, reason: str) -> Response:
 
 
 def register_views(stream: VfStream) -> None:
+    """Every route of a worker: the table views, the operator's console, the service's own."""
+    from vfstream.web.console import register_console_views
+
+    # Every response carries the security headers; a malformed request is one log line.
+    stream.app.web.web_app.on_response_prepare.append(_security_headers)
+    quiet_malformed_requests()
+    register_table_views(stream)
+    register_console_views(stream)
+    register_service_views(stream)
+
+
+def register_table_views(stream: VfStream) -> None:
+    """A campaign's counts, progress, reports and windows, a fan's state, and the campaign
+    service's answer; a key another worker owns is proxied there."""
     app = stream.app
 
     @app.page(f"/campaigns/{CAMPAIGN}/counts")
@@ -160,10 +170,12 @@ def register_views(stream: VfStream) -> None:
             async def local() -> Response:
                 raw = stream.campaign_counts.get(campaignId.encode())
                 if not raw:
-                    return _json(self, {"error": f"unknown campaign {shown(campaignId)}"}, 404)
-                return _json(self, CampaignTotals.from_bytes(raw).as_public())
+                    return json_response(
+                        self, {"error": f"unknown campaign {shown(campaignId)}"}, 404
+                    )
+                return json_response(self, CampaignTotals.from_bytes(raw).as_public())
 
-            return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
+            return await routed(stream, self, request, stream.campaign_counts, campaignId, local)
 
     @app.page(f"/campaigns/{CAMPAIGN}/progress")
     class CampaignProgress(View):
@@ -171,12 +183,14 @@ def register_views(stream: VfStream) -> None:
             async def local() -> Response:
                 raw = stream.campaign_counts.get(campaignId.encode())
                 if not raw:
-                    return _json(self, {"error": f"unknown campaign {shown(campaignId)}"}, 404)
+                    return json_response(
+                        self, {"error": f"unknown campaign {shown(campaignId)}"}, 404
+                    )
                 totals = CampaignTotals.from_bytes(raw)
                 runs = {run: totals.run_applied(run) for run in totals.runs}
-                return _json(self, {"campaignId": campaignId, "runs": runs})
+                return json_response(self, {"campaignId": campaignId, "runs": runs})
 
-            return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
+            return await routed(stream, self, request, stream.campaign_counts, campaignId, local)
 
     @app.page(f"/campaigns/{CAMPAIGN}/reports")
     class CampaignReports(View):
@@ -185,10 +199,10 @@ def register_views(stream: VfStream) -> None:
                 raw = stream.report_books.get(campaignId.encode())
                 if not raw:
                     error = f"no reports for campaign {shown(campaignId)}"
-                    return _json(self, {"error": error}, 404)
-                return _json(self, ReportBook.from_bytes(raw).model_dump(mode="json"))
+                    return json_response(self, {"error": error}, 404)
+                return json_response(self, ReportBook.from_bytes(raw).model_dump(mode="json"))
 
-            return await _routed(stream, self, request, stream.report_books, campaignId, local)
+            return await routed(stream, self, request, stream.report_books, campaignId, local)
 
     @app.page(f"/campaigns/{CAMPAIGN}/counts/windows")
     class CampaignWindows(View):
@@ -199,12 +213,14 @@ def register_views(stream: VfStream) -> None:
                         request.query.get("since"), request.query.get("until")
                     )
                 except ValueError as exc:
-                    return _json(self, {"error": str(exc)}, 400)
+                    return json_response(self, {"error": str(exc)}, 400)
                 if not stream.campaign_counts.get(campaignId.encode()):
-                    return _json(self, {"error": f"unknown campaign {shown(campaignId)}"}, 404)
-                return _json(self, window_series(stream, campaignId, *bounds))
+                    return json_response(
+                        self, {"error": f"unknown campaign {shown(campaignId)}"}, 404
+                    )
+                return json_response(self, window_series(stream, campaignId, *bounds))
 
-            return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
+            return await routed(stream, self, request, stream.campaign_counts, campaignId, local)
 
     @app.page(f"/campaigns/{CAMPAIGN}/fans/{FAN}")
     class FanState(View):
@@ -215,26 +231,10 @@ def register_views(stream: VfStream) -> None:
                 raw = stream.fan_states.get(key.encode())
                 if not raw:
                     error = f"no state for fan {shown(globalUserId)} of {shown(campaignId)}"
-                    return _json(self, {"error": error}, 404)
-                return _json(self, decode_envelope(raw).state.public_json())
+                    return json_response(self, {"error": error}, 404)
+                return json_response(self, decode_envelope(raw).state.public_json())
 
-            return await _routed(stream, self, request, stream.fan_states, key, local)
-
-    @app.page("/")
-    class Dashboard(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(STATIC_FILES["dashboard.html"], content_type="text/html")
-
-    @app.page("/static/{name}")
-    class Static(View):
-        async def get(self, request: Request, name: str) -> Response:
-            body = STATIC_FILES.get(name)
-            if body is None or name.endswith(".html"):
-                return _json(self, {"error": "no such file"}, 404)
-            return self.bytes(body, content_type=STATIC_TYPES[name.rsplit(".", 1)[-1]])
-
-    app.web.web_app.on_response_prepare.append(_security_headers)
-    quiet_malformed_requests()
+            return await routed(stream, self, request, stream.fan_states, key, local)
 
     campaign_service = CampaignService(stream.settings.campaign_service_url)
 
@@ -243,9 +243,11 @@ def register_views(stream: VfStream) -> None:
         async def get(self, request: Request) -> Response:
             event_id = request.query.get("eventId", "").strip()
             if not event_id:
-                return _json(self, {"error": "the eventId query parameter is required"}, 400)
+                return json_response(
+                    self, {"error": "the eventId query parameter is required"}, 400
+                )
             if len(event_id) > MAX_EVENT_ID_CHARS:
-                return _json(
+                return json_response(
                     self, {"error": f"eventId: longer than {MAX_EVENT_ID_CHARS} characters"}, 400
                 )
             try:
@@ -254,75 +256,13 @@ def register_views(stream: VfStream) -> None:
                 answer: dict[str, Any] = {"error": str(exc)}
                 if exc.status == 503:
                     answer["retryAfter"] = 5
-                return _json(self, answer, exc.status)
-            return _json(self, body)
+                return json_response(self, answer, exc.status)
+            return json_response(self, body)
 
-    @app.page(f"/campaigns/{CAMPAIGN}/runs")
-    class CampaignRuns(View):
-        async def get(self, request: Request, campaignId: str) -> Response:
-            async def local() -> Response:
-                if not stream.campaign_counts.get(campaignId.encode()):
-                    return _json(self, {"error": f"unknown campaign {shown(campaignId)}"}, 404)
-                return _json(
-                    self, {"campaignId": campaignId, "runs": local_runs(stream, campaignId)}
-                )
 
-            return await _routed(stream, self, request, stream.campaign_counts, campaignId, local)
-
-    @app.page("/runs/local")
-    class LocalRuns(View):
-        async def get(self, request: Request) -> Response:
-            campaign = request.query.get("campaign") or None
-            return _json(self, {"runs": local_runs(stream, campaign)})
-
-    @app.page("/dashboard/runs")
-    class AllRuns(View):
-        async def get(self, request: Request) -> Response:
-            campaign = request.query.get("campaign") or None
-            limit = _bounded_int(request.query.get("limit"), default=100, most=500)
-            return _json(self, {"runs": await all_runs(stream, campaign, limit)})
-
-    @app.page("/worker/activity")
-    class WorkerActivity(View):
-        async def get(self, request: Request) -> Response:
-            return _json(self, worker_activity(stream))
-
-    @app.page("/dashboard/workers")
-    class AllWorkers(View):
-        async def get(self, request: Request) -> Response:
-            others = await from_other_workers(stream, "/worker/activity")
-            workers = sorted([worker_activity(stream), *others], key=lambda w: w["worker"])
-            return _json(self, {"workers": workers})
-
-    dead_letter_cache: TTLCache[tuple[str | None, str | None, int], Any] = TTLCache(
-        maxsize=64, ttl=DEAD_LETTER_CACHE_SECONDS
-    )
-
-    @app.page("/dashboard/dead-letters")
-    class DeadLetters(View):
-        async def get(self, request: Request) -> Response:
-            campaign = request.query.get("campaign") or None
-            kind = request.query.get("kind") or None
-            limit = _bounded_int(request.query.get("limit"), default=20, most=200)
-            query = (campaign, kind, limit)
-            if query not in dead_letter_cache:
-                try:
-                    dead_letter_cache[query] = await recent_dead_letters(
-                        stream.settings, campaign=campaign, kind=kind, limit=limit
-                    )
-                except Exception as exc:  # the broker away: say so, keep serving
-                    return _unavailable(self, type(exc).__name__)
-            return _json(self, {"deadLetters": dead_letter_cache[query]})
-
-    @app.page("/campaigns/local")
-    class LocalCampaigns(View):
-        async def get(self, request: Request) -> Response:
-            return _json(self, {"campaigns": local_campaigns(stream)})
-
-    @app.page("/dashboard/campaigns")
-    class AllCampaigns(View):
-        async def get(self, request: Request) -> Response:
-            return _json(self, {"campaigns": await all_campaigns(stream)})
+def register_service_views(stream: VfStream) -> None:
+    """Metrics, liveness, readiness and the worker's own statuses."""
+    app = stream.app
 
     @app.page("/metrics")
     class Metrics(View):
@@ -333,19 +273,19 @@ def register_views(stream: VfStream) -> None:
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            return _json(self, {"status": "alive"})
+            return json_response(self, {"status": "alive"})
 
     @app.page("/ready")
     class Ready(View):
         async def get(self, request: Request) -> Response:
             ready = bool(app.tables.recovery.completed.is_set()) and not app.rebalancing
-            return _json(self, {"ready": ready}, 200 if ready else 503)
+            return json_response(self, {"ready": ready}, 200 if ready else 503)
 
     @app.page("/statuses")
     class Statuses(View):
         async def get(self, request: Request) -> Response:
             ledger = stream.ledger
-            return _json(
+            return json_response(
                 self,
                 {
                     "recordsIn": ledger.records_in,
@@ -356,73 +296,6 @@ def register_views(stream: VfStream) -> None:
                     "knownGaps": ledger.known_gaps,
                 },
             )
-
-
-def local_campaigns(stream: VfStream) -> list[dict[str, Any]]:
-    """Counts of the campaigns whose counts this worker owns."""
-    out = []
-    for value in stream.campaign_counts.values():
-        if value:
-            out.append(CampaignTotals.from_bytes(value).as_public())
-    return out
-
-
-async def from_other_workers(stream: VfStream, path: str) -> list[Any]:
-    """Every other worker's JSON answer to ``path`` (the workers the assignment knows)."""
-    me = str(stream.app.conf.canonical_url).rstrip("/")
-    try:
-        hosts = {str(host).rstrip("/") for host in stream.app.router.tables_metadata()}
-    except Exception:
-        hosts = set()
-    answers: list[Any] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-        for url in sorted(hosts - {me}):
-            try:
-                async with session.get(url + path) as resp:
-                    answers.append(await resp.json())
-            except (aiohttp.ClientError, TimeoutError, ValueError):
-                continue
-    return answers
-
-
-async def all_campaigns(stream: VfStream) -> list[dict[str, Any]]:
-    """Every worker's local campaigns, gathered through the table's routing metadata."""
-    merged = {item["campaignId"]: item for item in local_campaigns(stream)}
-    for answer in await from_other_workers(stream, "/campaigns/local"):
-        for item in answer.get("campaigns", []):
-            merged[item["campaignId"]] = item
-    return sorted(merged.values(), key=lambda item: item["campaignId"])
-
-
-def local_runs(stream: VfStream, campaign: str | None = None) -> list[dict[str, Any]]:
-    """The scoring runs of the campaigns this worker holds counts of."""
-    rows: list[dict[str, Any]] = []
-    for key, value in stream.campaign_counts.items():
-        if not value or (campaign is not None and key != campaign.encode()):
-            continue
-        totals = CampaignTotals.from_bytes(value)
-        raw_book = stream.report_books.get(key)
-        rows.extend(run_rows(totals, ReportBook.from_bytes(raw_book) if raw_book else None))
-    return rows
-
-
-async def all_runs(stream: VfStream, campaign: str | None, limit: int) -> list[dict[str, Any]]:
-    """Every worker's runs, newest first (a standby copy and its owner agree: one row a run)."""
-    query = f"?campaign={quote(campaign, safe='')}" if campaign else ""
-    merged = {row["runId"]: row for row in local_runs(stream, campaign)}
-    for answer in await from_other_workers(stream, "/runs/local" + query):
-        for row in answer.get("runs", []):
-            merged.setdefault(row["runId"], row)
-    return newest_first(list(merged.values()))[:limit]
-
-
-def worker_activity(stream: VfStream) -> dict[str, Any]:
-    """This worker: its URL, the score partitions it owns, its rate and lag series."""
-    return {
-        "worker": str(stream.app.conf.canonical_url).rstrip("/"),
-        "partitions": sorted(stream.owned_score_partitions()),
-        **stream.activity.as_json(),
-    }
 
 
 def window_series(

@@ -12,11 +12,11 @@ from tests.unit.domain.test_records import valid_rows
 from vfstream.domain.limits import Limits
 from vfstream.domain.records import (
     CSV_COLUMNS,
-    RowValidator,
     ScoreRecord,
     ScoringKey,
     build_score_record,
 )
+from vfstream.domain.row_validator import RowValidator
 
 SOURCE = {"bucket": "b", "key": "k", "etag": "e", "run": "r1"}
 SMALL = Limits(field_bytes=40, id_bytes=16, events_per_fan=50)

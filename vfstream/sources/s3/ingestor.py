@@ -30,12 +30,12 @@ from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import (
     RowRejection,
-    RowValidator,
     ScoringFileError,
     build_score_record,
     parse_scoring_key,
 )
 from vfstream.domain.reports import RunAnnouncement
+from vfstream.domain.row_validator import RowValidator
 from vfstream.domain.tally import announce_message
 from vfstream.errors import FileRejected
 from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
