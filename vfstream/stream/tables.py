@@ -6,8 +6,9 @@ changelog with its own producer, one Kafka record batch a flush: Faust's per-key
 tens of microseconds a key and could not tell the caller when the changelog held a write.
 The table itself stays Faust's: its changelog topic, recovery, standbys and assignment.
 
-Private reaches into Faust (each pinned by ``tests/unit/test_faust_internals.py``):
-``Store._db_for_partition`` (the RocksDB of one partition, rocksdict in raw mode).
+Private reach into Faust (listed in ``vfstream.stream``, pinned by
+``tests/unit/stream/test_private_reaches.py``): ``Store._db_for_partition`` (the RocksDB of
+one partition, rocksdict in raw mode).
 """
 
 from __future__ import annotations
