@@ -13,7 +13,6 @@ from faust.web import Request, Response, View
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
-from vfstream.domain.windows import shown
 from vfstream.ops.reads import recent_dead_letters
 from vfstream.web.views import (
     CAMPAIGN,
@@ -21,8 +20,8 @@ from vfstream.web.views import (
     STATIC_FILES,
     STATIC_TYPES,
     bounded_int,
+    campaign_view,
     json_response,
-    routed,
     unavailable,
 )
 
@@ -49,16 +48,12 @@ def register_console_views(stream: VfStream) -> None:
     @app.page(f"/campaigns/{CAMPAIGN}/runs")
     class CampaignRuns(View):
         async def get(self, request: Request, campaignId: str) -> Response:
-            async def local() -> Response:
-                if not stream.campaign_counts.get(campaignId.encode()):
-                    return json_response(
-                        self, {"error": f"unknown campaign {shown(campaignId)}"}, 404
-                    )
-                return json_response(
-                    self, {"campaignId": campaignId, "runs": local_runs(stream, campaignId)}
-                )
+            def runs(totals: CampaignTotals) -> dict[str, Any]:
+                book = stream.report_books.get(campaignId.encode())
+                rows = run_rows(totals, ReportBook.from_bytes(book) if book else None)
+                return {"campaignId": campaignId, "runs": rows}
 
-            return await routed(stream, self, request, stream.campaign_counts, campaignId, local)
+            return await campaign_view(stream, self, request, campaignId, runs)
 
     @app.page("/runs/local")
     class LocalRuns(View):

@@ -139,6 +139,25 @@ async def routed(
         return unavailable(view, f"{type(exc).__name__}")
 
 
+async def campaign_view(
+    stream: VfStream,
+    view: View,
+    request: Request,
+    campaign_id: str,
+    answer: Callable[[CampaignTotals], Any],
+) -> Response:
+    """One campaign's totals as ``answer`` shows them, from the worker that owns them;
+    404 for a campaign no worker has counts of."""
+
+    async def local() -> Response:
+        raw = stream.campaign_counts.get(campaign_id.encode())
+        if not raw:
+            return json_response(view, {"error": f"unknown campaign {shown(campaign_id)}"}, 404)
+        return json_response(view, answer(CampaignTotals.from_bytes(raw)))
+
+    return await routed(stream, view, request, stream.campaign_counts, campaign_id, local)
+
+
 def unavailable(view: View, reason: str) -> Response:
     return json_response(
         view,
@@ -167,30 +186,18 @@ def register_table_views(stream: VfStream) -> None:
     @app.page(f"/campaigns/{CAMPAIGN}/counts")
     class CampaignCounts(View):
         async def get(self, request: Request, campaignId: str) -> Response:
-            async def local() -> Response:
-                raw = stream.campaign_counts.get(campaignId.encode())
-                if not raw:
-                    return json_response(
-                        self, {"error": f"unknown campaign {shown(campaignId)}"}, 404
-                    )
-                return json_response(self, CampaignTotals.from_bytes(raw).as_public())
-
-            return await routed(stream, self, request, stream.campaign_counts, campaignId, local)
+            return await campaign_view(
+                stream, self, request, campaignId, lambda totals: totals.as_public()
+            )
 
     @app.page(f"/campaigns/{CAMPAIGN}/progress")
     class CampaignProgress(View):
         async def get(self, request: Request, campaignId: str) -> Response:
-            async def local() -> Response:
-                raw = stream.campaign_counts.get(campaignId.encode())
-                if not raw:
-                    return json_response(
-                        self, {"error": f"unknown campaign {shown(campaignId)}"}, 404
-                    )
-                totals = CampaignTotals.from_bytes(raw)
+            def progress(totals: CampaignTotals) -> dict[str, Any]:
                 runs = {run: totals.run_applied(run) for run in totals.runs}
-                return json_response(self, {"campaignId": campaignId, "runs": runs})
+                return {"campaignId": campaignId, "runs": runs}
 
-            return await routed(stream, self, request, stream.campaign_counts, campaignId, local)
+            return await campaign_view(stream, self, request, campaignId, progress)
 
     @app.page(f"/campaigns/{CAMPAIGN}/reports")
     class CampaignReports(View):
