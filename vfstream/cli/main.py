@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from vfstream.cli import exit_codes
@@ -144,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         return sub.add_parser(name, parents=[verbosity], **kwargs)
 
+    _pipeline_commands(command)
+    _operator_commands(command)
+    # The generator has its own options: everything after `generate` goes to it, --help too.
+    generate = command("generate", help="write a realistic scoring file", add_help=False)
+    generate.add_argument("rest", nargs=argparse.REMAINDER)
+    generate.set_defaults(func=_generate)
+    return parser
+
+
+Command = Callable[..., argparse.ArgumentParser]
+
+
+def _pipeline_commands(command: Command) -> None:
+    """The commands that run the pipeline's parts."""
     worker = command("worker", help="run a Faust worker (all agents, web server)")
     worker.add_argument("--loglevel", default="info")
     worker.set_defaults(func=_worker)
@@ -162,6 +177,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fanlist.add_argument("url", help="s3://<bucket>/fanlist/scored/<campaignId>/<timestamp>.csv")
     fanlist.set_defaults(func=_fanlist)
+
+    listen = command(
+        "listen",
+        help="ingest the files the S3 notification queue announces (the worker's listener alone)",
+    )
+    listen.set_defaults(func=_listen)
+
+    bridge = command(
+        "bridge", help="copy score records from a Kinesis stream to the score-record topic"
+    )
+    bridge.add_argument("--stream", default=None, help="the stream (default: bridge_stream)")
+    bridge.add_argument(
+        "--once", action="store_true", help="copy what the stream holds now, print a summary, exit"
+    )
+    bridge.set_defaults(func=_bridge)
+
+
+def _operator_commands(command: Command) -> None:
+    """The operator's commands: questions, repairs, the local stack."""
+    runs = command("runs", help="scoring runs: did my file go through? (newest first)")
+    runs.add_argument("--campaign", default=None)
+    runs.add_argument("--json", action="store_true", help="JSON for scripts")
+    runs.set_defaults(func=_runs)
+
+    letters = command("dead-letters", help="refused rows, files and records, newest first")
+    letters.add_argument("--campaign", default=None)
+    letters.add_argument("--kind", default=None, help="scoring-row, scoring-file, ...")
+    letters.add_argument("--limit", type=int, default=20, help="per campaign and kind")
+    letters.add_argument("--json", action="store_true", help="JSON for scripts")
+    letters.set_defaults(func=_dead_letters)
+
+    status = command(
+        "status",
+        help="the stack, the workers, their partitions and the lag",
+        description="Exit status: 0 workers running, "
+        "3 no worker in the group or the AWS endpoint down, 4 Kafka unreachable.",
+    )
+    status.add_argument("--json", action="store_true", help="JSON for scripts")
+    status.set_defaults(func=_status)
 
     replay = command("replay", help="move the worker group's offsets (workers stopped)")
     replay.add_argument("--to", default=None, help="earliest | <ISO datetime> | <offset>")
@@ -187,48 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
         "up after down starts clean too (moto keeps its data only in memory)",
     )
     dev.set_defaults(func=_dev)
-
-    listen = command(
-        "listen",
-        help="ingest the files the S3 notification queue announces (the worker's listener alone)",
-    )
-    listen.set_defaults(func=_listen)
-
-    bridge = command(
-        "bridge", help="copy score records from a Kinesis stream to the score-record topic"
-    )
-    bridge.add_argument("--stream", default=None, help="the stream (default: bridge_stream)")
-    bridge.add_argument(
-        "--once", action="store_true", help="copy what the stream holds now, print a summary, exit"
-    )
-    bridge.set_defaults(func=_bridge)
-
-    runs = command("runs", help="scoring runs: did my file go through? (newest first)")
-    runs.add_argument("--campaign", default=None)
-    runs.add_argument("--json", action="store_true", help="JSON for scripts")
-    runs.set_defaults(func=_runs)
-
-    letters = command("dead-letters", help="refused rows, files and records, newest first")
-    letters.add_argument("--campaign", default=None)
-    letters.add_argument("--kind", default=None, help="scoring-row, scoring-file, ...")
-    letters.add_argument("--limit", type=int, default=20, help="per campaign and kind")
-    letters.add_argument("--json", action="store_true", help="JSON for scripts")
-    letters.set_defaults(func=_dead_letters)
-
-    status = command(
-        "status",
-        help="the stack, the workers, their partitions and the lag",
-        description="Exit status: 0 workers running, "
-        "3 no worker in the group or the AWS endpoint down, 4 Kafka unreachable.",
-    )
-    status.add_argument("--json", action="store_true", help="JSON for scripts")
-    status.set_defaults(func=_status)
-
-    # The generator has its own options: everything after `generate` goes to it, --help too.
-    generate = command("generate", help="write a realistic scoring file", add_help=False)
-    generate.add_argument("rest", nargs=argparse.REMAINDER)
-    generate.set_defaults(func=_generate)
-    return parser
 
 
 class _OursOnly(logging.Filter):

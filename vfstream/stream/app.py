@@ -100,41 +100,47 @@ class StreamApp(faust.App):
         return QueueKeepingFlowControl(loop=self.loop)
 
 
+def build_faust_app(settings: Settings) -> StreamApp:
+    """The Faust app with vfstream's configuration (raw serializers, committed reads, web)."""
+    partitions = settings.topic_partitions
+    return StreamApp(
+        settings.app_id,
+        broker=broker_url(settings.kafka_bootstrap),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        processing_guarantee="at_least_once",
+        topic_partitions=partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        topic_allow_declare=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        canonical_url=settings.advertised_web_url,
+        web_in_thread=False,
+        # Events are acked only after the partial counts covering them are flushed;
+        # waiting for "empty" on rebalance would wait for acks that come with the next event.
+        stream_wait_empty=False,
+        table_standby_replicas=settings.standby_replicas,
+        consumer_auto_offset_reset="earliest",
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        broker_commit_interval=1.0,
+        # An event of the score-record topic is a batch of up to 512 KiB: a few dozen
+        # buffered per stream, not Faust's 4,096.
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(settings.session_timeout_seconds / 4, 0.5),
+    )
+
+
 class VfStream:
     """Holds the app and the objects its agents share."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         partitions = settings.topic_partitions
-        self.app = StreamApp(
-            settings.app_id,
-            broker=broker_url(settings.kafka_bootstrap),
-            store="rocksdb://",
-            datadir=str(settings.data_dir),
-            processing_guarantee="at_least_once",
-            topic_partitions=partitions,
-            topic_replication_factor=settings.topic_replication_factor,
-            topic_allow_declare=True,
-            web_host=settings.web_host,
-            web_port=settings.web_port,
-            web_bind=settings.web_host,
-            canonical_url=settings.advertised_web_url,
-            web_in_thread=False,
-            # Events are acked only after the partial counts covering them are flushed;
-            # waiting for "empty" on rebalance would wait for acks that come with the next event.
-            stream_wait_empty=False,
-            table_standby_replicas=settings.standby_replicas,
-            consumer_auto_offset_reset="earliest",
-            autodiscover=False,
-            key_serializer="raw",
-            value_serializer="raw",
-            broker_commit_interval=1.0,
-            # An event of the score-record topic is a batch of up to 512 KiB: a few dozen
-            # buffered per stream, not Faust's 4,096.
-            stream_buffer_maxsize=settings.stream_buffer_maxsize,
-            broker_session_timeout=settings.session_timeout_seconds,
-            broker_heartbeat_interval=max(settings.session_timeout_seconds / 4, 0.5),
-        )
+        self.app = build_faust_app(settings)
         app = self.app
         self.score_topic = app.topic(settings.score_records_topic, partitions=partitions, **RAW)
         self.dead_topic = app.topic(settings.dead_letter_topic, partitions=partitions, **RAW)
@@ -159,25 +165,7 @@ class VfStream:
             timedelta(seconds=settings.window_seconds),
             expires=timedelta(seconds=settings.window_expires_seconds),
         )
-        self.score_reader = CommittedRangeReader(settings, settings.score_records_topic)
-        self.fan_store = FanStateStore(self.fan_states, settings.kafka_bootstrap)
-        app.fetched_gaps = gaps = FetchedGaps()
-        score_topic = settings.score_records_topic
-        self.ledger = VerificationLedger(
-            self.fan_store,
-            self._emit_snapshots,
-            self._dead_letter,
-            current_generation=lambda: app.consumer_generation_id,
-            source=self.score_reader,
-            limits=settings.limits,
-            partitions=partitions,
-            known_gap=lambda p, start, end: gaps.holds_no_record(score_topic, p, start, end),
-            policy=FlushPolicy(
-                every_records=settings.flush_every_records,
-                every_seconds=settings.flush_every_seconds,
-                tail_idle_seconds=settings.tail_check_idle_seconds,
-            ),
-        )
+        self.ledger = self._build_ledger()
         app.recorded_positions = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
         self.report_books = raw_table(
@@ -194,6 +182,30 @@ class VfStream:
         self._warned_overdue: set[str] = set()
         self.activity = ActivityLog()
         self._register()
+
+    def _build_ledger(self) -> VerificationLedger:
+        """The verification ledger over the fan-state table, its range reader and gaps."""
+        settings, app = self.settings, self.app
+        partitions = settings.topic_partitions
+        self.score_reader = CommittedRangeReader(settings, settings.score_records_topic)
+        self.fan_store = FanStateStore(self.fan_states, settings.kafka_bootstrap)
+        app.fetched_gaps = gaps = FetchedGaps()
+        score_topic = settings.score_records_topic
+        return VerificationLedger(
+            self.fan_store,
+            self._emit_snapshots,
+            self._dead_letter,
+            current_generation=lambda: app.consumer_generation_id,
+            source=self.score_reader,
+            limits=settings.limits,
+            partitions=partitions,
+            known_gap=lambda p, start, end: gaps.holds_no_record(score_topic, p, start, end),
+            policy=FlushPolicy(
+                every_records=settings.flush_every_records,
+                every_seconds=settings.flush_every_seconds,
+                tail_idle_seconds=settings.tail_check_idle_seconds,
+            ),
+        )
 
     async def _emit_snapshots(self, snapshots: list[tuple[str, bytes]]) -> None:
         for campaign, body in snapshots:
