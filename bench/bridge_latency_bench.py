@@ -21,8 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import watch_counts
-from bench.latency_bench import _percentile
+from bench.common import latency_figures, watch_counts
 from vfstream.aws import aws_client
 from vfstream.dev.workers import WorkerProcess
 from vfstream.settings import Settings
@@ -109,16 +108,8 @@ async def _measure(settings: Settings, work: Path) -> dict[str, object]:
         bridge.wait(30)
         bridge_log.close()
         worker.stop()
-    latencies: list[float] = []
-    cursor = 0
-    for index, moment in enumerate(put_at):
-        while cursor < len(seen) and seen[cursor][1] < index + 1:
-            cursor += 1
-        if cursor < len(seen):
-            latencies.append(seen[cursor][0] - moment)
     return {
-        f"bridge_latency_{RATE}_per_s_p50_ms": round(_percentile(latencies, 0.50) * 1000),
-        f"bridge_latency_{RATE}_per_s_p99_ms": round(_percentile(latencies, 0.99) * 1000),
+        **latency_figures(f"bridge_latency_{RATE}_per_s", put_at, seen),
         f"bridge_latency_{RATE}_per_s_records": total,
         "bridge_put_rate_taken_per_s": round(total / put_seconds),
     }

@@ -82,3 +82,26 @@ async def watch_counts(
             if body["verified"] >= total:
                 done.set()
         await asyncio.sleep(POLL_SECONDS)
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def latency_figures(
+    name: str, sent_at: list[float], seen: list[tuple[float, int]]
+) -> dict[str, int]:
+    """p50 and p99 (ms) from each record's send time to the first count that includes it:
+    record i (in send order) is counted once ``verified`` reaches i + 1."""
+    latencies: list[float] = []
+    cursor = 0
+    for index, moment in enumerate(sent_at):
+        while cursor < len(seen) and seen[cursor][1] < index + 1:
+            cursor += 1
+        if cursor < len(seen):
+            latencies.append(seen[cursor][0] - moment)
+    return {
+        f"{name}_p50_ms": round(_percentile(latencies, 0.50) * 1000),
+        f"{name}_p99_ms": round(_percentile(latencies, 0.99) * 1000),
+    }

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
-from bench.common import watch_counts
+from bench.common import latency_figures, watch_counts
 from vfstream.dev.workers import WorkerProcess
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import partition_for
@@ -44,11 +44,6 @@ def _record(campaign: str, number: int) -> ScoreRecord:
         isVerified=True,
         scoredAt=datetime(2026, 1, 1, tzinfo=UTC),
     )
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 async def _measure(settings: Settings, work: Path, rate: int, seconds: int) -> dict[str, object]:
@@ -92,16 +87,8 @@ async def _measure(settings: Settings, work: Path, rate: int, seconds: int) -> d
             await producer.stop()
     finally:
         worker.stop()
-    latencies: list[float] = []
-    cursor = 0
-    for index, moment in enumerate(produced_at):
-        while cursor < len(seen) and seen[cursor][1] < index + 1:
-            cursor += 1
-        if cursor < len(seen):
-            latencies.append(seen[cursor][0] - moment)
     return {
-        f"latency_{rate}_per_s_p50_ms": round(_percentile(latencies, 0.50) * 1000),
-        f"latency_{rate}_per_s_p99_ms": round(_percentile(latencies, 0.99) * 1000),
+        **latency_figures(f"latency_{rate}_per_s", produced_at, seen),
         f"latency_{rate}_per_s_records": total,
     }
 

@@ -26,7 +26,7 @@ def test_waits_grow_with_the_attempt_on_average() -> None:
 
 
 class Flaky(Exception):
-    pass
+    """A failure worth retrying."""
 
 
 async def test_retries_what_it_names_until_the_call_succeeds() -> None:

@@ -249,7 +249,7 @@ class ScoreRecord(FanContact):
 
     @property
     def key(self) -> str:
-        return record_key(self.campaignId, self.globalUserId)
+        return fan_key(self.campaignId, self.globalUserId)
 
     def to_json(self) -> bytes:
         return self.__pydantic_serializer__.to_json(self, exclude_none=True)
@@ -257,10 +257,6 @@ class ScoreRecord(FanContact):
     @classmethod
     def from_json(cls, data: bytes | str) -> ScoreRecord:
         return cls.model_validate_json(data)
-
-
-def record_key(campaign_id: str, global_user_id: str) -> str:
-    return fan_key(campaign_id, global_user_id)
 
 
 # CSV column -> ScoreRecord field, for the columns whose names differ or that are renamed.

@@ -24,12 +24,12 @@ from vfstream.domain.fans import (
     row_from_json,
     utc_micros,
 )
+from vfstream.domain.keys import fan_key
 from vfstream.domain.records import (
     EventPreference,
     FanContact,
     RecordSource,
     ScoreRecord,
-    record_key,
 )
 
 # Fields that describe the write rather than the fan: they never make a write "changed".
@@ -157,7 +157,7 @@ class VerificationState(FanContact):
 
     @property
     def key(self) -> str:
-        return record_key(self.campaignId, self.globalUserId)
+        return fan_key(self.campaignId, self.globalUserId)
 
     def fan_data(self) -> dict[str, Any]:
         """What a write is judged by: an identical re-delivery must be `unchanged`."""

@@ -136,3 +136,12 @@ def test_anything_else_is_not_an_envelope() -> None:
     for data in (b"", b"{}", b"[1, 2]", b"[3" + b", 0" * 29 + b"]", b"[2, 0, [0, 0, 0], []]"):
         with pytest.raises(ValueError):
             decode_envelope(data)
+
+
+def test_the_hot_path_row_has_exactly_the_edge_records_fields() -> None:
+    """ScoreRow (msgspec, hot path) and ScoreRecord (pydantic, edge) are two shapes of one
+    record on purpose; a field added to one and not the other fails here."""
+    from vfstream.domain.fans import ScoreRow
+    from vfstream.domain.records import ScoreRecord
+
+    assert set(ScoreRow.__struct_fields__) == set(ScoreRecord.model_fields)

@@ -60,3 +60,10 @@ def test_the_hot_path_tallies_write_the_same_json_as_their_models() -> None:
     assert PartialTally.from_json(partial.to_json()) == partial
     assert RunTally.from_json(run.to_json()) == run
     assert RunProgress.model_validate_json(run.to_json()).applied == 4
+
+
+def test_the_hot_path_tallies_have_exactly_their_models_fields() -> None:
+    from dataclasses import fields
+
+    assert [f.name for f in fields(PartialTally)] == list(PartialCounts.model_fields)
+    assert [f.name for f in fields(RunTally)] == list(RunProgress.model_fields)
