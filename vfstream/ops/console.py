@@ -9,6 +9,7 @@ and the workers, their partitions and the lag from the consumer group itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
+from pydantic import ValidationError
 
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
@@ -26,6 +28,8 @@ from vfstream.errors import DependencyUnavailable
 from vfstream.ops.reads import holding_records, latest_values, offset_range, recent_dead_letters
 from vfstream.settings import Settings
 from vfstream.topics import changelog_topic
+
+log = logging.getLogger(__name__)
 
 PROBE_SECONDS = 3.0
 
@@ -96,13 +100,23 @@ async def read_runs(settings: Settings, campaign: str | None = None) -> list[dic
         if not value or (campaign is not None and key != campaign.encode()):
             continue
         book = books.get(key)
-        rows.extend(
-            run_rows(
-                CampaignTotals.from_bytes(value),
-                ReportBook.from_bytes(book[1]) if book and book[1] else None,
-            )
-        )
+        rows.extend(campaign_runs(key, value, book[1] if book else None))
     return newest_first(rows)
+
+
+def campaign_runs(key: bytes, totals: bytes, book: bytes | None) -> list[dict[str, Any]]:
+    """One campaign's runs from its committed table values; a value that does not read as
+    the tables' model is left out with a warning rather than failing the whole answer."""
+    try:
+        report_book = ReportBook.from_bytes(book) if book else None
+    except ValidationError:
+        log.warning("unreadable Slack report book for %r: runs shown without it", key)
+        report_book = None
+    try:
+        return run_rows(CampaignTotals.from_bytes(totals), report_book)
+    except ValidationError:
+        log.warning("unreadable campaign totals for %r: left out", key)
+        return []
 
 
 async def read_dead_letters(
