@@ -8,9 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from bench.plain_bench import plain_benchmark
+from vfstream import kafka
 from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run
 from vfstream.dev.scenario import upload_run
 from vfstream.dev.workers import WorkerProcess
@@ -23,8 +24,8 @@ from vfstream.topics import ensure_topics, partition_count
 async def plain_consumer_rate(settings: Settings, topic: str, expected: int) -> float:
     count = await partition_count(settings, topic)
     partitions = [TopicPartition(topic, p) for p in range(count)]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer = kafka.consumer(
+        settings,
         isolation_level="read_committed",
         enable_auto_commit=False,
         max_partition_fetch_bytes=4 << 20,

@@ -15,9 +15,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
 from bench.common import latency_figures, watch_counts
+from vfstream import kafka
 from vfstream.dev.workers import WorkerProcess
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import partition_for
@@ -58,7 +57,7 @@ async def _measure(settings: Settings, work: Path, rate: int, seconds: int) -> d
 
     try:
         await worker.wait_ready()
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=0)
+        producer = kafka.producer(settings, linger_ms=0)
         await producer.start()
         poller = asyncio.create_task(watch_counts(worker, campaign, total, seen, done))
         try:

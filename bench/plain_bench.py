@@ -15,10 +15,10 @@ import shutil
 import time
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from rocksdict import Options, Rdict, WriteBatch
 
+from vfstream import kafka
 from vfstream.domain.fans import (
     Envelope,
     ScoreRow,
@@ -35,7 +35,7 @@ from vfstream.topics import partition_count
 
 
 async def _changelog(settings: Settings, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])
@@ -56,18 +56,16 @@ async def plain_verify_and_tally(
         p: Rdict(str(work / "plain-db" / str(p)), options=Options(raw_mode=True))
         for p in range(partitions)
     }
-    consumer = AIOKafkaConsumer(
+    consumer = kafka.consumer(
+        settings,
         topic,
-        bootstrap_servers=settings.kafka_bootstrap,
         group_id=f"{settings.app_id}-plain",
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 << 20,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", max_batch_size=900 * 1024
-    )
+    producer = kafka.producer(settings, acks="all", max_batch_size=900 * 1024)
     await consumer.start()
     await producer.start()
     counts: dict[str, list[int]] = {}

@@ -6,6 +6,9 @@
   endpoint, Slack, the entry or campaign service, the local stack). Retrying later can.
 - ``OperatorError``: what was asked cannot be done as asked (a bad option, replay while
   workers run). The operator changes the request.
+- ``AccessRefused``: a service turned vfstream's credentials or permissions down (SASL
+  authentication failed, a certificate not trusted, an ACL missing). Retrying cannot help;
+  the operator fixes the settings or the grants.
 
 The CLI maps each branch to one exit status (``vfstream.cli.exit_codes``, README "Exit
 codes"). Domain modules raise these too: they are plain exceptions without I/O.
@@ -32,6 +35,10 @@ class DependencyUnavailable(VfStreamError, RuntimeError):
 
 class OperatorError(VfStreamError):
     """The command or request cannot be carried out as given."""
+
+
+class AccessRefused(VfStreamError):
+    """A service refused vfstream's identity or a permission; the message names what."""
 
 
 class Interrupted(VfStreamError):

@@ -8,8 +8,9 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vfstream.domain.limits import DEFAULT_LIMITS, Limits
@@ -35,6 +36,10 @@ def _as_env(model: BaseSettings) -> dict[str, str]:
     return env
 
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
 class DevStackSettings(BaseSettings):
     """The local stack's own settings (``vfstream dev``, tests, benchmarks): where it keeps
     its state and jars, and which Kafka it runs. A deployment never reads these."""
@@ -46,6 +51,11 @@ class DevStackSettings(BaseSettings):
     kafka_version: str = "4.1.1"
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
+    # A secured broker (vfstream dev up --secure): SASL_SSL with SCRAM-SHA-512, TLS
+    # certificates made at first start, ACLs enforced; see vfstream.dev.secure.
+    kafka_secure: bool = False
+    # The secured broker's optional SSL listener that requires a client certificate (mTLS).
+    kafka_mtls_port: int | None = None
 
 
 class Settings(BaseSettings):
@@ -54,6 +64,22 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Connection security, named after Kafka's client properties (security.protocol,
+    # sasl.mechanism, ssl.truststore...); every client vfstream makes takes them from
+    # vfstream.kafka (README "Connecting to a production cluster").
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, or OAUTHBEARER (AWS MSK IAM tokens, signed with the
+    # AWS credentials below; AWS_MSK_IAM is accepted as its other name).
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # PEM files: the CA that signed the brokers' certificates (else the system's CAs), and a
+    # client certificate and key for mutual TLS (Strimzi's tls users, Aiven's access keys).
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     app_id: str = "vfstream"
     topic_partitions: int = Field(default=6, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
@@ -77,6 +103,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".state/worker")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # Comma-separated: every route but /health and /ready asks for one of these, as a Bearer
+    # token or as the password of HTTP Basic (a browser prompts). Two at once let a token be
+    # rotated. Unset: the API is open, and the worker says so at start.
+    web_auth_tokens: SecretStr | None = None
+    # Whether /metrics is served without a token (a Prometheus scraper inside the network).
+    web_metrics_public: bool = False
     # The host other workers use to reach this one (table views are proxied to the owner).
     # Defaults to web_host, or the machine's hostname when binding all interfaces.
     web_advertised_host: str | None = None
@@ -102,8 +134,11 @@ class Settings(BaseSettings):
     # AWS (moto server locally)
     aws_endpoint_url: str | None = "http://127.0.0.1:5000"
     aws_region: str = "us-east-1"
-    aws_access_key_id: str = "testing"
-    aws_secret_access_key: SecretStr = SecretStr("testing")
+    # Unset: boto's default chain decides (environment, shared config and profile, web
+    # identity / IRSA, container and instance metadata). The local stack sets test keys.
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
     scoring_bucket: str = "vf-scoring"
     notification_queue: str = "vf-scoring-events"
     demand_table: str = "vf-demand"
@@ -147,6 +182,73 @@ class Settings(BaseSettings):
     bridge_batch_records: int = Field(default=1_000, ge=1, le=10_000)
     # How often to look for shards opened by a reshard (a drained shard also triggers a look).
     bridge_shard_refresh_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _kafka_names_in_any_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().upper().replace("_", "-") if value.strip() else None
+            # Kafka spells protocols with "_" and mechanisms with "-"; MSK's own name for
+            # its IAM mechanism is AWS_MSK_IAM (an OAUTHBEARER token here).
+            if value in ("SASL-SSL", "SASL-PLAINTEXT"):
+                value = value.replace("-", "_")
+            if value == "AWS-MSK-IAM":
+                value = "OAUTHBEARER"
+        return value
+
+    @model_validator(mode="after")
+    def _kafka_security_is_whole(self) -> Settings:
+        """Refuse a security set-up that cannot connect, at start and naming the setting,
+        rather than as a broker's hang-up later."""
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        sasl = protocol.startswith("SASL_")
+        if sasl and mechanism is None:
+            raise ValueError(
+                f"VFSTREAM_KAFKA_SECURITY_PROTOCOL={protocol} needs VFSTREAM_KAFKA_SASL_MECHANISM"
+            )
+        if mechanism is not None and not sasl:
+            raise ValueError(
+                f"VFSTREAM_KAFKA_SASL_MECHANISM={mechanism} needs "
+                "VFSTREAM_KAFKA_SECURITY_PROTOCOL SASL_SSL or SASL_PLAINTEXT"
+            )
+        if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
+            not self.kafka_sasl_username or self.kafka_sasl_password is None
+        ):
+            raise ValueError(
+                f"SASL {mechanism} needs VFSTREAM_KAFKA_SASL_USERNAME and "
+                "VFSTREAM_KAFKA_SASL_PASSWORD"
+            )
+        tls_files = {
+            "VFSTREAM_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "VFSTREAM_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "VFSTREAM_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        if not protocol.endswith("SSL"):
+            given = [name for name, value in tls_files.items() if value is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} set, but VFSTREAM_KAFKA_SECURITY_PROTOCOL="
+                    f"{protocol} does not use TLS (SSL or SASL_SSL)"
+                )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                "a client certificate needs both VFSTREAM_KAFKA_SSL_CERTFILE "
+                "and VFSTREAM_KAFKA_SSL_KEYFILE"
+            )
+        if (self.aws_access_key_id is None) != (self.aws_secret_access_key is None):
+            raise ValueError(
+                "set both VFSTREAM_AWS_ACCESS_KEY_ID and "
+                "VFSTREAM_AWS_SECRET_ACCESS_KEY, or neither (the default chain)"
+            )
+        return self
+
+    @property
+    def web_tokens(self) -> tuple[str, ...]:
+        """The accepted HTTP tokens; empty when the API is open."""
+        if self.web_auth_tokens is None:
+            return ()
+        raw = self.web_auth_tokens.get_secret_value()
+        return tuple(token.strip() for token in raw.split(",") if token.strip())
 
     @field_validator("aws_endpoint_url", mode="before")
     @classmethod
@@ -206,12 +308,18 @@ class Settings(BaseSettings):
         )
 
     def aws_client_kwargs(self) -> dict[str, str | None]:
-        return {
+        """What every AWS client is built with: keys only when they are set, so that
+        otherwise boto's default chain finds the pod's role."""
+        kwargs: dict[str, str | None] = {
             "endpoint_url": self.aws_endpoint_url,
             "region_name": self.aws_region,
-            "aws_access_key_id": self.aws_access_key_id,
-            "aws_secret_access_key": self.aws_secret_access_key.get_secret_value(),
         }
+        if self.aws_access_key_id is not None and self.aws_secret_access_key is not None:
+            kwargs["aws_access_key_id"] = self.aws_access_key_id
+            kwargs["aws_secret_access_key"] = self.aws_secret_access_key.get_secret_value()
+            if self.aws_session_token is not None:
+                kwargs["aws_session_token"] = self.aws_session_token.get_secret_value()
+        return kwargs
 
 
 @lru_cache(maxsize=1)

@@ -7,13 +7,16 @@ producer touches it, or an auto-created one-partition topic breaks co-partitioni
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
+from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin import NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 from aiokafka.partitioner import murmur2
 
+from vfstream import kafka
+from vfstream.errors import DependencyUnavailable
+from vfstream.kafka.access import denied
 from vfstream.settings import Settings
 
 
@@ -49,39 +52,66 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
 
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing pipeline topics; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         wanted = [spec for spec in pipeline_topics(settings) if spec.name not in existing]
         if not wanted:
             return []
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        spec.name,
-                        spec.partitions,
-                        settings.topic_replication_factor,
-                        topic_configs=spec.config,
-                    )
-                    for spec in wanted
-                ]
-            )
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    spec.name,
+                    spec.partitions,
+                    settings.topic_replication_factor,
+                    topic_configs=spec.config,
+                )
+                for spec in wanted
+            ]
+        )
+        for name, code, message in topic_errors(response):
+            if code == TopicAuthorizationFailedError.errno:
+                # A topic the principal may not even see is missing from list_topics too.
+                raise denied(settings, "topic", name, "Create (or Describe)")
+            if code not in (0, TopicAlreadyExistsError.errno):
+                raise DependencyUnavailable(f"creating topic {name!r} failed: {code} {message}")
         return [spec.name for spec in wanted]
     finally:
         await admin.close()
 
 
-async def partition_count(settings: Settings, topic: str) -> int:
-    """How many partitions ``topic`` has; 0 when it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+def topic_errors(response: Any) -> list[tuple[str, int, str]]:
+    """(topic, error code, message) of each topic in a CreateTopics response."""
+    found = response.to_object().get("topic_errors") or response.to_object().get("topics", [])
+    return [
+        (entry.get("topic") or entry.get("name"), entry["error_code"], entry.get("error_message"))
+        for entry in found
+    ]
+
+
+async def partition_counts(settings: Settings, topics: list[str]) -> dict[str, int]:
+    """How many partitions each topic has; 0 when it does not exist. A topic the principal
+    may not see is refused (``AccessRefused``), not "missing": an unauthorised consumer
+    would otherwise wait on it silently, logging an error a few times a second."""
+    admin = kafka.admin(settings)
     await admin.start()
     try:
-        described = await admin.describe_topics([topic])
+        described = await admin.describe_topics(topics)
     finally:
         await admin.close()
+    counts = dict.fromkeys(topics, 0)
     for entry in described:
-        if entry.get("topic") == topic and entry.get("error_code", 0) == 0:
-            return len(entry.get("partitions", []))
-    return 0
+        name = entry.get("topic")
+        if name not in counts:
+            continue
+        if entry.get("error_code") == TopicAuthorizationFailedError.errno:
+            raise denied(settings, "topic", name, "Describe")
+        if entry.get("error_code", 0) == 0:
+            counts[name] = len(entry.get("partitions", []))
+    return counts
+
+
+async def partition_count(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` has; 0 when it does not exist."""
+    return (await partition_counts(settings, [topic]))[topic]

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from tests.support.aws import put_object
 from tests.support.waiting import eventually
+from vfstream import kafka
 from vfstream.dev.generator import (
     GeneratorConfig,
     ScoringRun,
@@ -278,7 +278,7 @@ async def test_reconcile_reports_nothing_when_healthy_and_fixes_a_corrupted_coun
     # Corrupt one partition's contribution with a snapshot that claims to be newer than
     # anything the worker will send, so its own re-announcements cannot heal it.
     _, progress = await worker.get_json("/campaigns/crecon/counts")
-    producer = AIOKafkaProducer(bootstrap_servers=isolated.kafka_bootstrap)
+    producer = kafka.producer(isolated)
     await producer.start()
     try:
         reported = orjson.loads(cli(isolated, "reconcile", "--campaign", "crecon").stdout)

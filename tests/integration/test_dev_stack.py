@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from tests.support.aws import aws_client, put_object
+from vfstream import kafka
 from vfstream.dev.stack import KafkaBroker, private_stack_settings
 from vfstream.dev.workers import run_cli
 from vfstream.ops.reads import offset_range
@@ -29,7 +30,7 @@ async def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
 
 async def _write_both(settings: Settings) -> None:
     await put_object(settings, KEY, b"globalUserId\n")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = kafka.producer(settings)
     await producer.start()
     try:
         await producer.send_and_wait(settings.score_records_topic, b"x", key=b"k", partition=0)

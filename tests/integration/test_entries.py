@@ -9,12 +9,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from tests.support.kafka import read_committed
 from tests.support.services import Answer, ScriptedService, scripted_service
 from tests.support.states import sample_state
 from tests.support.waiting import eventually
+from vfstream import kafka
 from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, global_user_id
 from vfstream.dev.scenario import upload_run, wait_for_counts
 from vfstream.dev.workers import WorkerProcess
@@ -65,7 +65,7 @@ async def test_a_failing_campaign_is_reported_and_does_not_block_another(
         entry_service=EntryService(entry.url, attempts=3, max_wait=0.05),
         campaign_service=CampaignService(campaigns.url, attempts=2),
     )
-    forwarder._producer = AIOKafkaProducer(bootstrap_servers=isolated.kafka_bootstrap)
+    forwarder._producer = kafka.producer(isolated)
     await forwarder._producer.start()
     try:
         states = [

@@ -23,7 +23,6 @@ from urllib.parse import quote
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -32,6 +31,7 @@ from tests.support.aws import put_object
 from tests.support.rows import SCORING_HEADER, scoring_row
 from tests.support.services import Answer, ScriptedService, scripted_service
 from tests.support.waiting import eventually
+from vfstream import kafka
 from vfstream.aws import aws_client
 from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, rescore
 from vfstream.dev.scenario import upload_run, wait_for_counts
@@ -144,7 +144,7 @@ def poison_record(campaign: str, fan: str, rank: int, event_id: str) -> ScoreRec
 async def produce_records(settings: Settings, records: list[ScoreRecord]) -> None:
     """Straight onto the score-record topic, one record a message, each in its fan's
     partition, as a producer outside vfstream could."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = kafka.producer(settings, acks="all")
     await producer.start()
     try:
         for record in records:
@@ -646,7 +646,7 @@ async def test_damaged_partials_messages_are_dead_lettered_and_the_tally_goes_on
     from tests.integration.test_ingest import SAMPLE_PATH
 
     key = b"c1001"
-    producer = AIOKafkaProducer(bootstrap_servers=isolated.kafka_bootstrap)
+    producer = kafka.producer(isolated)
     await producer.start()
     try:
         partition = partition_for(key, isolated.topic_partitions)

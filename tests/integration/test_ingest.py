@@ -15,6 +15,7 @@ from tests.support.aws import put_object
 from tests.support.kafka import read_committed, score_records
 from tests.support.rows import SCORING_HEADER, scoring_row
 from tests.support.waiting import eventually
+from vfstream import kafka
 from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import ScoringFileIngestor
@@ -298,7 +299,7 @@ async def test_a_plain_consumer_outside_vfstream_reads_every_record_of_the_batch
     import json
     import zlib
 
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     campaign = campaign_id()
     fans = [f"u{n}" for n in range(300)]
@@ -306,9 +307,7 @@ async def test_a_plain_consumer_outside_vfstream_reads_every_record_of_the_batch
     body = "\n".join([HEADER, *(row(campaign, fan) for fan in fans)]).encode()
     summary = await ingest(settings, scoring_key(campaign), body)
     assert summary.valid == 300
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=isolated.kafka_bootstrap, isolation_level="read_committed"
-    )
+    consumer = kafka.consumer(isolated, isolation_level="read_committed")
     await consumer.start()
     try:
         parts = [TopicPartition(isolated.score_records_topic, p) for p in range(6)]

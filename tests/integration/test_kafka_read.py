@@ -7,13 +7,14 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
+from vfstream import kafka
 from vfstream.ops.reads import read_committed
 from vfstream.settings import Settings
 
 
 def transactional(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    return kafka.producer(
+        settings,
         transactional_id=f"{settings.app_id}-reader-test-{uuid.uuid4().hex[:6]}",
         transaction_timeout_ms=60_000,
     )

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from aiokafka import AIOKafkaProducer
-
+from vfstream import kafka
 from vfstream.settings import Settings
 from vfstream.stream.partition_reader import CommittedRangeReader
 
 
 async def produce_three_transactions(settings: Settings) -> dict[bytes, int]:
     """A committed, an aborted and a committed transaction on partition 0; offsets by value."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    producer = kafka.producer(
+        settings,
         transactional_id=f"{settings.app_id}-range-{uuid.uuid4().hex[:6]}",
     )
     topic = settings.score_records_topic

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
 from tests.support.services import Answer, ScriptedService, scripted_service
 from tests.support.waiting import eventually
+from vfstream import kafka
 from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, rescore
 from vfstream.dev.scenario import upload_run, wait_for_counts
 from vfstream.dev.workers import WorkerProcess, run_cli
@@ -175,7 +175,7 @@ async def test_a_failing_webhook_is_given_up_once_and_a_stalled_run_is_warned(
 
         # A run announced with records that never come cannot settle: one warning. (The
         # ingestor announces runs on the partials topic, in the file's transaction.)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        producer = kafka.producer(settings)
         await producer.start()
         try:
             stalled = {

@@ -14,8 +14,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from vfstream import kafka
 from vfstream.settings import Settings
 from vfstream.stream.transport import seek_to_resume_offsets
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 async def produce(settings: Settings, topic: str, partition: int, count: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = kafka.producer(settings)
     await producer.start()
     try:
         for n in range(count):
@@ -42,8 +43,8 @@ async def read_all(consumer: AIOKafkaConsumer, *tps: TopicPartition, count: int)
 
 @pytest.fixture
 async def consumer(isolated: Settings) -> AsyncIterator[AIOKafkaConsumer]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=isolated.kafka_bootstrap,
+    consumer = kafka.consumer(
+        isolated,
         group_id=f"seek-test-{uuid.uuid4().hex[:8]}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -1,5 +1,5 @@
 """One exception root: every exception class vfstream defines derives from VfStreamError,
-in one of the three branches the CLI maps to an exit status."""
+in one of the branches the CLI maps to an exit status."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pkgutil
 
 import vfstream
 from vfstream.errors import (
+    AccessRefused,
     DependencyUnavailable,
     InputRejected,
     Interrupted,
@@ -16,7 +17,7 @@ from vfstream.errors import (
     VfStreamError,
 )
 
-BRANCHES = (InputRejected, DependencyUnavailable, OperatorError, Interrupted)
+BRANCHES = (InputRejected, DependencyUnavailable, OperatorError, AccessRefused, Interrupted)
 
 
 def _exception_classes() -> list[type[BaseException]]:

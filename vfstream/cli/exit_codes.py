@@ -7,6 +7,7 @@ tell a bad input (fix it) from an unavailable service (retry later) from a wrong
 from __future__ import annotations
 
 from vfstream.errors import (
+    AccessRefused,
     DependencyUnavailable,
     InputRejected,
     Interrupted,
@@ -24,6 +25,9 @@ USAGE = 2
 INCOMPLETE = 3
 # A service it needs did not answer: Kafka, the AWS endpoint, the local stack. Retry later.
 UNAVAILABLE = 4
+# Refused: the cluster turned vfstream's credentials or permissions down (SASL, TLS trust,
+# an ACL). Retrying will not help; fix the settings or the grants.
+DENIED = 5
 # Stopped by a signal: 128 + the signal number (130 Ctrl-C, 143 SIGTERM).
 SIGNALLED_BASE = 128
 
@@ -37,4 +41,6 @@ def exit_status_of(error: VfStreamError) -> int:
         return USAGE
     if isinstance(error, DependencyUnavailable):
         return UNAVAILABLE
+    if isinstance(error, AccessRefused):
+        return DENIED
     return FAILED

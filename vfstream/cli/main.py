@@ -10,8 +10,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from vfstream.cli import exit_codes
-from vfstream.errors import VfStreamError
+from vfstream.errors import DependencyUnavailable, VfStreamError
+from vfstream.kafka.access import explain, redact
 from vfstream.settings import Settings, get_settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -275,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         # Whatever a command did not handle itself: its branch decides the status.
         print(f"vfstream {args.command}: {exc}", file=sys.stderr)
         return exit_codes.exit_status_of(exc)
+    except KafkaError as exc:
+        # A refusal the clients did not name (vfstream.kafka.access), or Kafka away.
+        error = explain(exc, settings)
+        if not isinstance(error, VfStreamError):
+            error = DependencyUnavailable(redact(f"Kafka: {exc!r}", settings))
+        print(f"vfstream {args.command}: {error}", file=sys.stderr)
+        return exit_codes.exit_status_of(error)
 
 
 if __name__ == "__main__":

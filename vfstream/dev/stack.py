@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from vfstream.dev.secure import ADMIN_USER, CLIENT_USER, SCRAM_MECHANISM, SecureMaterial
 from vfstream.errors import DependencyUnavailable
 from vfstream.settings import DevStackSettings, Settings
 
@@ -84,22 +87,84 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def private_stack_settings(state_dir: Path, **overrides: object) -> Settings:
-    """Settings for a local stack of its own (tests, benchmarks) on free ports; overrides
-    of the local stack's own fields (``kafka_heap``) go to its ``DevStackSettings``."""
+# moto takes any keys; the local stack sets these so that nothing reaches for a real chain.
+LOCAL_AWS_ACCESS_KEY_ID = "testing"
+LOCAL_AWS_SECRET_ACCESS_KEY = "testing"
+
+# The secured stack's own defaults, so it runs beside the plain one (vfstream dev --secure).
+# What the secured broker's SASL_SSL listener offers.
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+SECURE_STACK_DEFAULTS = {
+    "dev_state_dir": Path(".state/dev-secure"),
+    "kafka_controller_port": 9095,
+    "kafka_bootstrap": "127.0.0.1:9094",
+    "aws_endpoint_url": "http://127.0.0.1:5001",
+}
+
+
+def as_principal(settings: Settings, user: str) -> Settings:
+    """``settings`` connecting to the secured local stack as ``user`` (SCRAM over TLS)."""
+    material = SecureMaterial.ensure(settings.dev.dev_state_dir, settings.kafka_host)
+    return settings.model_copy(
+        update={
+            "kafka_security_protocol": "SASL_SSL",
+            "kafka_sasl_mechanism": SCRAM_MECHANISM,
+            "kafka_sasl_username": user,
+            "kafka_sasl_password": SecretStr(material.password(user)),
+            "kafka_ssl_cafile": material.ca_file.resolve(),
+        }
+    )
+
+
+def local_stack_settings(settings: Settings) -> Settings:
+    """What the local stack's clients connect with: its test AWS keys unless keys are set,
+    and on the secured stack the ``vfstream`` principal unless Kafka security is set."""
+    update: dict[str, object] = {}
+    if settings.aws_access_key_id is None:
+        update["aws_access_key_id"] = LOCAL_AWS_ACCESS_KEY_ID
+        update["aws_secret_access_key"] = SecretStr(LOCAL_AWS_SECRET_ACCESS_KEY)
+    if settings.dev.kafka_secure and settings.kafka_security_protocol == "PLAINTEXT":
+        settings = as_principal(settings, CLIENT_USER)
+    return settings.model_copy(update=update)
+
+
+def secure_stack_settings(settings: Settings) -> Settings:
+    """``settings`` for the secured local stack: what was left at its default takes the
+    secured stack's own (another state folder and ports), so both stacks run side by side."""
+    dev_update: dict[str, object] = {"kafka_secure": True}
+    update: dict[str, object] = {}
+    for name, value in SECURE_STACK_DEFAULTS.items():
+        if name in DevStackSettings.model_fields:
+            if getattr(settings.dev, name) == DevStackSettings.model_fields[name].default:
+                dev_update[name] = value
+        elif getattr(settings, name) == Settings.model_fields[name].default:
+            update[name] = value
+    return settings.model_copy(update={**update, "dev": settings.dev.model_copy(update=dev_update)})
+
+
+def private_stack_settings(
+    state_dir: Path, *, secure: bool = False, **overrides: object
+) -> Settings:
+    """Settings for a local stack of its own (tests, benchmarks) on free ports, with the
+    stack's test keys (and, ``secure``, the ``vfstream`` principal of a secured broker);
+    overrides of the local stack's own fields (``kafka_heap``) go to its
+    ``DevStackSettings``."""
     dev_fields = set(DevStackSettings.model_fields)
     dev = DevStackSettings(
         kafka_controller_port=free_port(),
         dev_state_dir=state_dir,
+        kafka_secure=secure,
         **{k: v for k, v in overrides.items() if k in dev_fields},  # type: ignore[arg-type]
     )
-    return Settings(
+    settings = Settings(
         kafka_bootstrap=f"127.0.0.1:{free_port()}",
         aws_endpoint_url=f"http://127.0.0.1:{free_port()}",
         listen_for_notifications=False,
         dev=dev,
         **{k: v for k, v in overrides.items() if k not in dev_fields},  # type: ignore[arg-type]
     )
+    return local_stack_settings(settings)
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -223,18 +288,81 @@ class KafkaBroker(ManagedProcess):
         self.data_dir = settings.dev.dev_state_dir / "kafka-data"
         self.config_file = settings.dev.dev_state_dir / "kafka-server.properties"
 
-    def _write_config(self) -> None:
+    @property
+    def secure(self) -> bool:
+        return self.settings.dev.kafka_secure
+
+    def material(self) -> SecureMaterial:
+        return SecureMaterial.ensure(self.state_dir, self.host)
+
+    def _listeners(self) -> dict[str, str]:
+        """Listener name -> its props. The plain stack has one PLAINTEXT listener; the secured
+        one serves clients SASL_SSL (SCRAM-SHA-512), optionally SSL with client certificates
+        (mTLS) on a port of its own, and the controller SASL_PLAINTEXT (PLAIN, the super user
+        only: SCRAM users live in the metadata the controller serves, so it cannot use them)."""
         host, port = self.host, self.port
+        ctl = self.settings.dev.kafka_controller_port
+        if not self.secure:
+            return {
+                "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctl}",
+                "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            }
+        material = self.material()
+        admin = material.password(ADMIN_USER)
+        client = material.password(CLIENT_USER)
+        listeners = [f"SASL_SSL://{host}:{port}"]
+        protocols = ["SASL_SSL:SASL_SSL", "CONTROLLER:SASL_PLAINTEXT"]
+        mtls_port = self.settings.dev.kafka_mtls_port
+        if mtls_port:
+            listeners.append(f"MTLS://{host}:{mtls_port}")
+            protocols.append("MTLS:SSL")
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        return {
+            "listeners": ",".join([*listeners, f"CONTROLLER://{host}:{ctl}"]),
+            "advertised.listeners": ",".join(listeners),
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": ",".join(protocols),
+            # SCRAM-SHA-512 is the stack's; SCRAM-SHA-256 and PLAIN (users in the JAAS
+            # line, as Confluent Cloud's API keys) let the suite try every mechanism.
+            "sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                f'{scram} required username="{ADMIN_USER}" password="{admin}";'
+            ),
+            "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config": f"{scram} required;",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config": (
+                f'{plain} required user_{ADMIN_USER}="{admin}" user_{CLIENT_USER}="{client}";'
+            ),
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                f'{plain} required username="{ADMIN_USER}" password="{admin}" '
+                f'user_{ADMIN_USER}="{admin}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(material.broker_keystore.resolve()),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(material.ca_file.resolve()),
+            "listener.name.mtls.ssl.client.auth": "required",
+            # A client certificate's CN is its principal: CN=vfstream is User:vfstream.
+            "ssl.principal.mapping.rules": "RULE:^CN=([^,]+).*$/$1/,DEFAULT",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "false",
+            "super.users": f"User:{ADMIN_USER}",
+        }
+
+    def _write_config(self) -> None:
+        host = self.host
         ctl = self.settings.dev.kafka_controller_port
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{host}:{ctl}",
-            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{ctl}",
-            "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+            **self._listeners(),
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data_dir.resolve()),
             "num.partitions": str(self.settings.topic_partitions),
             "offsets.topic.replication.factor": "1",
@@ -249,6 +377,7 @@ class KafkaBroker(ManagedProcess):
             "log.segment.bytes": str(256 * 1024 * 1024),
         }
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        self.config_file.chmod(0o600)  # the secured stack's holds the super user's password
 
     def _java(self, main: str, *args: str, heap: str | None = None) -> list[str]:
         libs = kafka_libs_dir(self.settings)
@@ -266,6 +395,16 @@ class KafkaBroker(ManagedProcess):
                 *args,
             ]
         return argv
+
+    def _scram_users(self) -> list[str]:
+        """The SCRAM users, written into the metadata log when the storage is formatted."""
+        if not self.secure:
+            return []
+        users: list[str] = []
+        for user, password in self.material().passwords().items():
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                users += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
+        return users
 
     def has_data(self) -> bool:
         return (self.data_dir / "meta.properties").exists()
@@ -288,6 +427,7 @@ class KafkaBroker(ManagedProcess):
                     cluster_id,
                     "-c",
                     str(self.config_file),
+                    *self._scram_users(),
                 ),
                 capture_output=True,
                 text=True,
@@ -298,8 +438,21 @@ class KafkaBroker(ManagedProcess):
             self._java("kafka.Kafka", str(self.config_file), heap=self.settings.dev.kafka_heap)
         )
 
+    @property
+    def admin_settings(self) -> Settings:
+        """How the stack itself connects: as the super user on the secured broker."""
+        return as_principal(self.settings, ADMIN_USER) if self.secure else self.settings
+
+    async def grant_client_acls(self) -> int:
+        """Give the ``vfstream`` principal the ACLs vfstream needs, and no more."""
+        from vfstream.kafka.acls import grant, required_acls
+
+        if not self.secure:
+            return 0
+        return await grant(self.admin_settings, f"User:{CLIENT_USER}", required_acls(self.settings))
+
     async def wait_ready(self, timeout: float = 90.0) -> None:
-        from aiokafka.admin import AIOKafkaAdminClient
+        from vfstream import kafka
 
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
@@ -307,9 +460,7 @@ class KafkaBroker(ManagedProcess):
             if self.pid() is None:
                 raise StackError(f"the Kafka broker exited:\n{self.tail_log()}")
             if _port_open(self.host, self.port):
-                admin = AIOKafkaAdminClient(
-                    bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=5000
-                )
+                admin = kafka.admin(self.admin_settings, request_timeout_ms=5000)
                 try:
                     await admin.start()
                     cluster = await admin.describe_cluster()
@@ -353,6 +504,8 @@ class MotoServer(ManagedProcess):
 
 class LocalStack:
     def __init__(self, settings: Settings) -> None:
+        # The stack's clients: its test keys, the vfstream principal on a secured broker.
+        settings = local_stack_settings(settings)
         self.settings = settings
         self.kafka = KafkaBroker(settings)
         self.moto = MotoServer(settings)
@@ -365,6 +518,7 @@ class LocalStack:
         from vfstream.dev.provision import provision_aws
         from vfstream.topics import ensure_topics
 
+        await self.kafka.grant_client_acls()
         await ensure_topics(self.settings)
         await provision_aws(self.settings)
 

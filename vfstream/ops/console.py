@@ -14,13 +14,13 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberAssignment,
     ConsumerProtocolMemberMetadata,
 )
 from pydantic import ValidationError
 
+from vfstream import kafka
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
@@ -158,7 +158,7 @@ def _member(member: tuple[Any, ...], topic: str) -> dict[str, Any]:
 
 
 async def _group(settings: Settings, topic: str) -> dict[str, Any]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         (response,) = await admin.describe_consumer_groups([settings.app_id])

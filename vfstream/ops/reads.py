@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from vfstream import kafka
 from vfstream.domain.dead_letters import describe, latest
 from vfstream.settings import Settings
 from vfstream.topics import partition_count
@@ -21,8 +22,8 @@ OPEN_TRANSACTION_GRACE_SECONDS = 10.0
 
 def _reader(settings: Settings, isolation_level: str) -> AIOKafkaConsumer:
     """A group-less consumer that only reads (partitions are assigned, nothing committed)."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    return kafka.consumer(
+        settings,
         isolation_level=isolation_level,
         enable_auto_commit=False,
     )

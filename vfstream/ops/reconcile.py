@@ -12,8 +12,8 @@ import asyncio
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
+from vfstream import kafka
 from vfstream.domain.fans import decode_envelope
 from vfstream.domain.keys import is_fan_key, is_partial_key, partition_for
 from vfstream.domain.ledger import CampaignTotals, PartialCounts
@@ -106,7 +106,7 @@ async def reconcile(settings: Settings, campaign: str | None, fix: bool) -> dict
                 )
                 corrections.append((name, correction_message(partial)))
     if corrections:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        producer = kafka.producer(settings, acks="all")
         await producer.start()
         try:
             for name, body in corrections:

@@ -16,11 +16,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
 
+from vfstream import kafka
 from vfstream.cli.exit_codes import exit_status_of
 from vfstream.domain.keys import partition_for
 from vfstream.domain.records import parse_iso_datetime
@@ -63,7 +63,7 @@ def changelog_topics(settings: Settings) -> list[str]:
 
 
 async def group_members(settings: Settings) -> tuple[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         # A broker that never had a consumer group creates its offsets topic on the first
@@ -116,8 +116,8 @@ async def replay(settings: Settings, to: str, topic: str | None = None) -> dict[
     if count == 0:
         raise ReplayError(f"topic {source!r} does not exist")
     partitions = [TopicPartition(source, p) for p in range(count)]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer = kafka.consumer(
+        settings,
         group_id=settings.app_id,
         enable_auto_commit=False,
     )
@@ -145,7 +145,7 @@ async def rebuild(settings: Settings) -> dict[str, Any]:
     if members:
         raise ReplayError(f"consumer group {settings.app_id!r} is active (state {state})")
     doomed = [*changelog_topics(settings), settings.partials_topic]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka.admin(settings)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -196,7 +196,7 @@ async def reannounce_runs(settings: Settings) -> int:
 
     markers = await IngestedFiles(settings).load()
     messages = [m for m in (run_announcement(marker) for marker in markers.values()) if m]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = kafka.producer(settings, acks="all")
     await producer.start()
     try:
         for key, value in messages:

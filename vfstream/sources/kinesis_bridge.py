@@ -30,6 +30,7 @@ from aiokafka.errors import ProducerFenced
 from botocore.exceptions import ClientError
 from tenacity import RetryCallState
 
+from vfstream import kafka
 from vfstream.aws import aws_client, is_retryable_aws_error
 from vfstream.cli.exit_codes import exit_status_of
 from vfstream.domain.batches import BatchBuilder
@@ -208,8 +209,8 @@ class KinesisBridge:
 
     # --- one session: a producer, the checkpoints it read, cursors -----------------------
     def _producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+        return kafka.producer(
+            self.settings,
             transactional_id=f"{self.settings.app_id}-bridge-{self.stream}",
             # A pass takes well under a second. The timeout is how long the open transaction
             # of a bridge killed mid-pass holds back read_committed consumers (the workers) if

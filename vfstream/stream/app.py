@@ -21,6 +21,7 @@ from mode.utils.queues import FlowControlEvent
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from vfstream import kafka
 from vfstream.domain.activity import ActivityLog
 from vfstream.domain.keys import partition_for
 from vfstream.domain.ledger import CampaignTotals
@@ -106,6 +107,8 @@ def build_faust_app(settings: Settings) -> StreamApp:
     return StreamApp(
         settings.app_id,
         broker=broker_url(settings.kafka_bootstrap),
+        # Faust makes its own clients (stream consumer, producer, topic creator) with these.
+        broker_credentials=kafka.faust_credentials(settings),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         processing_guarantee="at_least_once",
@@ -188,7 +191,7 @@ class VfStream:
         settings, app = self.settings, self.app
         partitions = settings.topic_partitions
         self.score_reader = CommittedRangeReader(settings, settings.score_records_topic)
-        self.fan_store = FanStateStore(self.fan_states, settings.kafka_bootstrap)
+        self.fan_store = FanStateStore(self.fan_states, settings)
         app.fetched_gaps = gaps = FetchedGaps()
         score_topic = settings.score_records_topic
         return VerificationLedger(
@@ -475,10 +478,18 @@ def build_app(settings: Settings) -> VfStream:
     return VfStream(settings)
 
 
-def run_worker(settings: Settings, loglevel: str = "info") -> int:
-    from vfstream.topics import ensure_topics
+async def prepare_worker(settings: Settings) -> None:
+    """Create the pipeline's topics and make sure this principal can see every one, before
+    Faust starts: a refused connection or a missing ACL fails the start in seconds with
+    what is wrong (``vfstream.kafka.access``), instead of a worker retrying in a loop."""
+    from vfstream.topics import ensure_topics, partition_counts, pipeline_topics
 
-    asyncio.run(ensure_topics(settings))
+    await ensure_topics(settings)
+    await partition_counts(settings, [spec.name for spec in pipeline_topics(settings)])
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> int:
+    asyncio.run(prepare_worker(settings))
     stream = build_app(settings)
 
     sys.argv = [sys.argv[0], "worker", "--loglevel", loglevel]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from vfstream import kafka
 from vfstream.errors import DependencyUnavailable
 from vfstream.retry import Backoff, retrying
 from vfstream.settings import Settings
@@ -54,7 +55,7 @@ class CommittedRangeReader:
         attempt_timeout: float = ATTEMPT_TIMEOUT_SECONDS,
         max_backoff: float = 15.0,
     ) -> None:
-        self._bootstrap = settings.kafka_bootstrap
+        self._settings = settings
         self.topic = topic
         self._attempt_timeout = attempt_timeout
         self._max_backoff = max_backoff
@@ -64,8 +65,8 @@ class CommittedRangeReader:
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
+            consumer = kafka.consumer(
+                self._settings,
                 isolation_level="read_committed",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

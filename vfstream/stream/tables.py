@@ -19,6 +19,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
+from vfstream import kafka
+from vfstream.settings import Settings
+
 
 def durable_set(table: Any, partition: int, key: bytes, value: bytes) -> Any:
     """Set ``key`` in the table's local store and its changelog; returns the changelog send.
@@ -39,9 +42,9 @@ CHANGELOG_BATCH_BYTES = 900 * 1024
 class FanStateStore:
     """``verification.StateStore`` over a Faust RocksDB table."""
 
-    def __init__(self, table: Any, bootstrap: str) -> None:
+    def __init__(self, table: Any, settings: Settings) -> None:
         self.table = table
-        self._bootstrap = bootstrap
+        self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
 
@@ -61,8 +64,8 @@ class FanStateStore:
     async def _started(self) -> AIOKafkaProducer:
         async with self._starting:
             if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self._bootstrap,
+                producer = kafka.producer(
+                    self._settings,
                     acks="all",
                     enable_idempotence=True,
                     max_batch_size=CHANGELOG_BATCH_BYTES,

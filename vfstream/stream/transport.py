@@ -213,6 +213,7 @@ async def seek_to_resume_offsets(
     beginning when nothing is known; changelog partitions as aiokafka would. Returns where
     each partition resumes, as Faust expects from ``seek_to_committed``."""
     resumed: dict[TopicPartition, int | None] = {}
+    from_beginning: list[TopicPartition] = []
     for tp in consumer.assignment():
         committed = await consumer.committed(tp)
         if is_changelog(tp):
@@ -227,10 +228,14 @@ async def seek_to_resume_offsets(
         )
         if offset is None:
             # Nothing committed or recorded: where auto_offset_reset="earliest" starts.
-            await consumer.seek_to_beginning(tp)
+            from_beginning.append(tp)
         else:
             consumer.seek(tp, offset)
         resumed[tp] = offset
+    if from_beginning:
+        # One call for all: each waits out the fetch in flight (up to fetch_max_wait_ms,
+        # 1.5 s in Faust), which one by one held a new worker's start for half a minute.
+        await consumer.seek_to_beginning(*from_beginning)
     return resumed
 
 

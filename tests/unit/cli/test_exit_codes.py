@@ -7,6 +7,7 @@ import pytest
 from vfstream.cli import exit_codes
 from vfstream.cli.exit_codes import exit_status_of
 from vfstream.errors import (
+    AccessRefused,
     DependencyUnavailable,
     FileRejected,
     InputRejected,
@@ -23,6 +24,7 @@ from vfstream.errors import (
         (InputRejected("bad row"), exit_codes.FAILED),
         (DependencyUnavailable("Kafka does not answer"), exit_codes.UNAVAILABLE),
         (OperatorError("workers are running"), exit_codes.USAGE),
+        (AccessRefused("SASL authentication failed for principal 'vfstream'"), 5),
         (Interrupted(15), 143),
     ],
 )

@@ -20,9 +20,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from vfstream import kafka
 from vfstream.errors import DependencyUnavailable
 from vfstream.retry import Backoff
 from vfstream.settings import Settings
@@ -67,8 +68,8 @@ class TopicRelay:
 
     async def run(self, should_stop: Callable[[], bool]) -> None:
         self._should_stop = should_stop
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+        consumer = kafka.consumer(
+            self.settings,
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

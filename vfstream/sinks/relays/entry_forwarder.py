@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from vfstream import kafka
 from vfstream.domain.entries import market_ids, plan_entries
 from vfstream.domain.fans import FanState, decode_envelope
 from vfstream.domain.keys import is_fan_key
@@ -48,7 +49,7 @@ class EntryForwarder:
         self._producer: AIOKafkaProducer | None = None
 
     async def run(self, should_stop: Callable[[], bool]) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap)
+        self._producer = kafka.producer(self.settings)
         await self._producer.start()
         try:
             await self.relay.run(should_stop)

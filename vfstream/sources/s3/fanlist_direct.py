@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from botocore.exceptions import ClientError
 
+from vfstream import kafka
 from vfstream.aws import aws_client, s3_object_missing
 from vfstream.domain.fanlist import (
     FANLIST_COLUMNS,
@@ -239,8 +240,8 @@ class FanlistIngestor:
         return source, parsed
 
     def _producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+        return kafka.producer(
+            self.settings,
             acks="all",
             enable_idempotence=True,
             linger_ms=5,

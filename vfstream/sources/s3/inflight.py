@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaProducer
 
+from vfstream import kafka
 from vfstream.domain.inflight import (
     CLOSED,
     HEARTBEAT_SECONDS,
@@ -44,9 +45,7 @@ def process_alive(pid: int) -> bool:
 
 
 def _producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
-    )
+    return kafka.producer(settings, acks="all", enable_idempotence=True)
 
 
 class InflightAnnouncer:
@@ -120,8 +119,8 @@ async def fence_dead_ingests(settings: Settings) -> list[InflightIngest]:
         for entry in dead:
             # Starting a producer with the same transactional id bumps its epoch: the broker
             # aborts the open transaction and refuses the old producer from then on.
-            fencer = AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap,
+            fencer = kafka.producer(
+                settings,
                 transactional_id=entry.transactional_id,
             )
             await fencer.start()

@@ -25,6 +25,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from botocore.exceptions import ClientError
 
+from vfstream import kafka
 from vfstream.aws import aws_client, s3_object_missing
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import fan_key, partition_for
@@ -126,8 +127,8 @@ class ScoringFileIngestor:
         return f"{self.settings.app_id}-ingest-{digest}"
 
     def _producer(self, bucket: str, key: str) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+        return kafka.producer(
+            self.settings,
             transactional_id=self.transactional_id(bucket, key),
             transaction_timeout_ms=self.settings.ingest_transaction_timeout_ms,
             max_batch_size=1 << 20,

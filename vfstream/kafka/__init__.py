@@ -1,0 +1,20 @@
+"""Kafka connections: the one place clients are made (``clients``), what the cluster must
+grant vfstream (``acls``), and why a connection or a request was refused (``access``)."""
+
+from vfstream.kafka.clients import (
+    admin,
+    connection_kwargs,
+    consumer,
+    faust_credentials,
+    producer,
+    security_kwargs,
+)
+
+__all__ = [
+    "admin",
+    "connection_kwargs",
+    "consumer",
+    "faust_credentials",
+    "producer",
+    "security_kwargs",
+]
