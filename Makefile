@@ -46,8 +46,9 @@ test: $(STAMP) kafka browser kinesalite
 	$(VENV)/bin/ruff check vfstream tests bench
 	$(PY) -m pytest -q
 
+# `make demo SECURE=1`: the same on the secured stack (SASL_SSL, SCRAM, ACLs) beside the plain one.
 demo: $(STAMP) kafka
-	$(PY) -m vfstream.dev.demo
+	$(PY) -m vfstream.dev.demo $(if $(SECURE),--secure)
 
 bench: $(STAMP) kafka
 	$(PY) -m bench.run_all

@@ -1,4 +1,10 @@
-"""aioboto3 clients pointed at the configured AWS endpoint (moto server locally)."""
+"""aioboto3 clients pointed at the configured AWS endpoint (moto server locally).
+
+The one place AWS clients are made. Keys are passed only when the settings hold them;
+otherwise boto's default chain finds them: environment, shared config and profile, web
+identity (IRSA), container credentials (EKS Pod Identity, ECS) and instance metadata.
+The session is shared, so a role's credentials are fetched once and refreshed by botocore.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,17 @@ async def aws_client(settings: Settings, service: str, **config: Any) -> AsyncIt
         service, config=client_config, **settings.aws_client_kwargs()
     ) as client:
         yield client
+
+
+async def credential_source(settings: Settings) -> str | None:
+    """Where the AWS credentials come from, as botocore names the provider (``env``,
+    ``shared-credentials-file``, ``assume-role-with-web-identity``, ``container-role``,
+    ``iam-role``, ...), ``settings`` for keys set in vfstream's settings, None when the
+    chain finds nothing."""
+    if settings.aws_access_key_id is not None:
+        return "settings"
+    credentials = await _SESSION.get_credentials()
+    return None if credentials is None else str(credentials.method)
 
 
 # Error codes AWS answers when the same call can succeed later (throttling, a 5xx).

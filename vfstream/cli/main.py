@@ -21,11 +21,22 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    from vfstream.dev.stack import LocalStack, StackError, fetch_kafka, status_json
+    from vfstream.dev.stack import (
+        LocalStack,
+        StackError,
+        fetch_kafka,
+        secure_stack_settings,
+        stack_env,
+        status_json,
+    )
 
+    if args.secure or settings.dev.kafka_secure:
+        settings = secure_stack_settings(settings)
     stack = LocalStack(settings)
     try:
-        if args.action == "fetch-kafka":
+        if args.action == "env":
+            print(stack_env(stack.settings))
+        elif args.action == "fetch-kafka":
             print(fetch_kafka(settings))
         elif args.action == "up":
             print(status_json(asyncio.run(stack.up())))
@@ -238,10 +249,19 @@ def _operator_commands(command: Command) -> None:
     dev = command("dev", help="the local stack: Kafka broker and AWS endpoint")
     dev.add_argument(
         "action",
-        choices=["up", "down", "status", "reset", "fetch-kafka", "provision"],
+        choices=["up", "down", "status", "reset", "fetch-kafka", "provision", "env"],
         help="provision: create topics and AWS resources on already running services; "
         "reset: stop both, wipe Kafka's data and local worker state, start clean. "
-        "up after down starts clean too (moto keeps its data only in memory)",
+        "up after down starts clean too (moto keeps its data only in memory); "
+        "env: the VFSTREAM_* exports other commands need for this stack "
+        '(eval "$(vfstream dev env --secure)")',
+    )
+    dev.add_argument(
+        "--secure",
+        action="store_true",
+        help="the secured stack: SASL_SSL (SCRAM-SHA-512) with TLS certificates made at first "
+        "start and ACLs enforced, in .state/dev-secure on its own ports (Kafka 9094, moto "
+        "5001) unless VFSTREAM_* settings say otherwise",
     )
     dev.set_defaults(func=_dev)
 

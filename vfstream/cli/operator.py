@@ -92,10 +92,20 @@ def status_text(status: dict[str, Any]) -> str:
     stack = status["stack"]
     parts = [
         table(
-            ("part", "address", "state"),
+            ("part", "address", "state", "connects with"),
             [
-                ("kafka", stack["kafka"]["address"], up(stack["kafka"]["reachable"])),
-                ("aws", stack["aws"]["endpoint"], up(stack["aws"]["reachable"])),
+                (
+                    "kafka",
+                    stack["kafka"]["address"],
+                    up(stack["kafka"]["reachable"]),
+                    stack["kafka"]["security"],
+                ),
+                (
+                    "aws",
+                    stack["aws"]["endpoint"],
+                    up(stack["aws"]["reachable"]),
+                    f"credentials: {stack['aws']['credentials'] or 'none found'}",
+                ),
             ],
         ),
         "",

@@ -21,7 +21,7 @@ import orjson
 
 from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run
 from vfstream.dev.scenario import demand_item, upload_run, wait_for_counts, wait_for_json
-from vfstream.dev.stack import LocalStack
+from vfstream.dev.stack import LocalStack, secure_stack_settings
 from vfstream.dev.workers import WorkerProcess
 from vfstream.settings import Settings, get_settings
 from vfstream.sources.s3.ingestor import ScoringFileIngestor
@@ -34,15 +34,19 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-async def run_demo(work: Path) -> int:
+async def run_demo(work: Path, *, secure: bool = False) -> int:
     base = get_settings()
+    if secure or base.dev.kafka_secure:
+        base = secure_stack_settings(base)
     stack = LocalStack(base)
     started_stack = not all(s.running for s in stack.status())
     if started_stack:
-        _say("starting the local stack (Kafka KRaft broker + moto) ...")
+        kind = "secured (SASL_SSL, SCRAM-SHA-512, ACLs) " if base.dev.kafka_secure else ""
+        _say(f"starting the {kind}local stack (Kafka KRaft broker + moto) ...")
     await stack.up()
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-    settings = base.namespaced(f"demo{stamp}").model_copy(
+    # The stack's clients: its test keys, and on the secured broker the vfstream principal.
+    settings = stack.settings.namespaced(f"demo{stamp}").model_copy(
         update={
             "data_dir": work / "worker",
             "listen_for_notifications": False,
@@ -79,6 +83,12 @@ async def run_demo(work: Path) -> int:
             orjson.dumps(
                 {
                     "campaign": config.campaign_id,
+                    "kafka": {
+                        "bootstrap": settings.kafka_bootstrap,
+                        "securityProtocol": settings.kafka_security_protocol,
+                        "saslMechanism": settings.kafka_sasl_mechanism,
+                        "principal": settings.kafka_sasl_username,
+                    },
                     "counts": counts,
                     "expected": truth,
                     "exact": all(counts[k] == v for k, v in truth.items()),
@@ -130,7 +140,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="vfstream-demo-") as work:
         try:
-            return asyncio.run(run_demo(Path(work)))
+            return asyncio.run(run_demo(Path(work), secure="--secure" in sys.argv[1:]))
         except Exception as exc:
             _say(f"FAILED: {exc}")
             return 1

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -141,6 +142,29 @@ def secure_stack_settings(settings: Settings) -> Settings:
         elif getattr(settings, name) == Settings.model_fields[name].default:
             update[name] = value
     return settings.model_copy(update={**update, "dev": settings.dev.model_copy(update=dev_update)})
+
+
+# What a client of the local stack needs to be told: where it is and how to connect.
+CLIENT_ENV_FIELDS = (
+    "kafka_bootstrap",
+    "kafka_security_protocol",
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_cafile",
+    "aws_endpoint_url",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+)
+DEV_ENV_FIELDS = ("dev_state_dir", "kafka_controller_port", "kafka_secure")
+
+
+def stack_env(settings: Settings) -> str:
+    """Shell exports that point other commands at this local stack (``vfstream dev env``).
+    They hold the local stack's own test password: the stack is on loopback, made for it."""
+    env = settings.to_env()
+    names = [f"VFSTREAM_{name.upper()}" for name in (*CLIENT_ENV_FIELDS, *DEV_ENV_FIELDS)]
+    return "\n".join(f"export {name}={shlex.quote(env[name])}" for name in names if name in env)
 
 
 def private_stack_settings(

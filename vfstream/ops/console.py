@@ -21,6 +21,7 @@ from aiokafka.coordinator.protocol import (
 from pydantic import ValidationError
 
 from vfstream import kafka
+from vfstream.aws import credential_source
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
@@ -173,12 +174,35 @@ async def _group(settings: Settings, topic: str) -> dict[str, Any]:
     }
 
 
+def kafka_security(settings: Settings) -> str:
+    """How vfstream connects, for an operator: protocol, mechanism and principal (never a
+    secret)."""
+    from vfstream.kafka.access import principal_of
+
+    parts = [settings.kafka_security_protocol]
+    if settings.kafka_sasl_mechanism is not None:
+        parts.append(settings.kafka_sasl_mechanism)
+    if settings.kafka_security_protocol != "PLAINTEXT":
+        parts.append(f"as {principal_of(settings)}")
+    return " ".join(parts)
+
+
 async def read_status(settings: Settings) -> dict[str, Any]:
     """The stack, the workers of the group, and each score partition's owner and lag."""
-    kafka_up, aws_up = await asyncio.gather(kafka_reachable(settings), aws_reachable(settings))
+    kafka_up, aws_up, aws_credentials = await asyncio.gather(
+        kafka_reachable(settings), aws_reachable(settings), credential_source(settings)
+    )
     stack = {
-        "kafka": {"address": settings.kafka_bootstrap, "reachable": kafka_up},
-        "aws": {"endpoint": settings.aws_endpoint_url or "AWS", "reachable": aws_up},
+        "kafka": {
+            "address": settings.kafka_bootstrap,
+            "reachable": kafka_up,
+            "security": kafka_security(settings),
+        },
+        "aws": {
+            "endpoint": settings.aws_endpoint_url or "AWS",
+            "reachable": aws_up,
+            "credentials": aws_credentials,
+        },
     }
     if not kafka_up:
         raise StackUnavailable(

@@ -55,8 +55,12 @@ def test_dead_letter_table_escapes_raw_rows() -> None:
 def test_status_text_names_a_down_endpoint_and_the_total_lag() -> None:
     status = {
         "stack": {
-            "kafka": {"address": "127.0.0.1:9092", "reachable": True},
-            "aws": {"endpoint": "http://127.0.0.1:5000", "reachable": False},
+            "kafka": {
+                "address": "127.0.0.1:9092",
+                "reachable": True,
+                "security": "SASL_SSL SCRAM-SHA-512 as 'vfstream'",
+            },
+            "aws": {"endpoint": "http://127.0.0.1:5000", "reachable": False, "credentials": None},
         },
         "group": {"id": "vfstream", "state": "Empty"},
         "workers": [],
@@ -70,3 +74,5 @@ def test_status_text_names_a_down_endpoint_and_the_total_lag() -> None:
     text = status_text(status)
 
     assert "DOWN" in text and "0 worker(s)" in text and "total lag: 5,000" in text
+    assert "SASL_SSL SCRAM-SHA-512 as 'vfstream'" in text
+    assert "credentials: none found" in text
