@@ -6,10 +6,16 @@ custom resource with no bundled schema, is checked by hand (and the HPA KEDA mak
 against the schema). Then the manifests are held against what they depend on, as
 test_deploy_files.py does for Docker: ``Settings`` fields, the ``vfstream`` argument parser,
 the routes the web server registers, the image's user, and each other's names and labels.
+
+Two sets of resources are told apart: what ``kubectl apply -k deploy/k8s`` applies (the
+main kustomization's resources) and the optional kustomize components under
+``components/`` (static AWS keys). A workload must run with the first alone; what it reads
+from anything else must be an optional reference.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from pydantic import SecretStr
 
 from tests.unit.test_deploy_files import (
@@ -39,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = ROOT / "deploy" / "k8s"
 KUSTOMIZATION = K8S_DIR / "kustomization.yaml"
 README = K8S_DIR / "README.md"
+STATIC_AWS_KEYS = "components/static-aws-keys"
 
 # The oldest and the newest Kubernetes version the manifests are validated against; both are
 # bundled with kubernetes-validate 1.37.0 (the pin of the dev extras).
@@ -53,29 +61,59 @@ COMPONENT = "app.kubernetes.io/component"
 # Values the downward API gives a pod, for resolving the env of a worker in the tests.
 NAMESPACE = "vfstream-test"
 ORDINAL = 0
+# The label Kubernetes puts on every namespace, its name: what a NetworkPolicy can select.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# The routes the web server answers without a token (Settings.web_auth_tokens: "every route
+# but /health and /ready"): the kubelet's probes carry none.
+OPEN_ROUTES = frozenset({"/health", "/ready"})
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[^:\s]+:role/\S+")
 
 
 # ---- reading the manifests ---------------------------------------------------------------
 
 
+def kustomization_files() -> list[Path]:
+    """The main kustomization and every component's."""
+    return sorted(K8S_DIR.rglob("kustomization.yaml"))
+
+
 def manifest_files() -> list[Path]:
-    return sorted(p for p in K8S_DIR.glob("*.y*ml") if p != KUSTOMIZATION)
+    """Every manifest under deploy/k8s, the components' included."""
+    return sorted(p for p in K8S_DIR.rglob("*.y*ml") if p.name != KUSTOMIZATION.name)
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(K8S_DIR).as_posix()
 
 
 def load_documents() -> list[tuple[str, dict[str, Any]]]:
-    """(file name, resource) for every resource of every manifest, empty documents dropped."""
+    """(file, resource) for every resource of every manifest, empty documents dropped."""
     documents = []
     for path in manifest_files():
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is not None:
-                assert isinstance(doc, dict), f"{path.name}: a document is not a mapping"
-                documents.append((path.name, doc))
+                assert isinstance(doc, dict), f"{relative(path)}: a document is not a mapping"
+                documents.append((relative(path), doc))
     return documents
+
+
+def listed_files(kustomization: Path) -> list[str]:
+    """The files a kustomization's resources name, relative to deploy/k8s."""
+    resources = yaml.safe_load(kustomization.read_text()).get("resources") or []
+    return [relative(kustomization.parent / name) for name in resources]
 
 
 DOCUMENTS = load_documents()
 RESOURCES = [doc for _, doc in DOCUMENTS]
-TEXTS = {path.name: path.read_text() for path in manifest_files()}
+TEXTS = {relative(path): path.read_text() for path in manifest_files()}
+# What `kubectl apply -k deploy/k8s` applies, and what enabling the static-keys component adds.
+APPLIED = [doc for name, doc in DOCUMENTS if name in listed_files(KUSTOMIZATION)]
+WITH_STATIC_KEYS = APPLIED + [
+    doc
+    for name, doc in DOCUMENTS
+    if name in listed_files(K8S_DIR / STATIC_AWS_KEYS / KUSTOMIZATION.name)
+]
 
 
 def resource_id(doc: dict[str, Any]) -> str:
@@ -104,12 +142,21 @@ def named(kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
+def find(kind: str, name: str, applied: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The resource among those ``applied``, or None."""
+    found = [d for d in applied if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) <= 1, f"two {kind}s named {name}"
+    return found[0] if found else None
+
+
 WORKLOADS = [doc for doc in RESOURCES if doc["kind"] in ("StatefulSet", "Deployment")]
 WORKER = the("StatefulSet", "worker")
 LISTENER = the("Deployment", "listener")
 BRIDGE = the("Deployment", "bridge")
 CONFIG = the("ConfigMap")
 SCALED = the("ScaledObject")
+ACCOUNT = the("ServiceAccount")
+POLICY = the("NetworkPolicy")
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
@@ -141,17 +188,31 @@ def expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), value)
 
 
-def container_env(workload: dict[str, Any]) -> dict[str, str]:
-    """What the container's process sees: the image's ENV, then envFrom, then env."""
+def source_data(kind: str, ref: dict[str, Any], applied: list[dict[str, Any]]) -> dict[str, str]:
+    """The keys of a referenced ConfigMap or Secret; none for a missing optional one (the
+    kubelet starts the container without it), a failure for a missing required one."""
+    found = find(kind, ref["name"], applied)
+    if found is None:
+        assert ref.get("optional") is True, f"{kind} {ref['name']} is required but not applied"
+        return {}
+    if kind == "Secret":
+        return secret_data(found)
+    return {key: str(value) for key, value in (found.get("data") or {}).items()}
+
+
+def container_env(
+    workload: dict[str, Any], applied: list[dict[str, Any]] = APPLIED
+) -> dict[str, str]:
+    """What the container's process sees when ``applied`` is what the cluster holds: the
+    image's ENV, then envFrom, then env."""
     spec = container(workload)
     env = {name: value for name, value in IMAGE_ENV.items() if name.startswith(ENV_PREFIX)}
     for source in spec.get("envFrom") or []:
         assert "prefix" not in source, "a prefix would hide the VFSTREAM_ names"
         if "configMapRef" in source:
-            data = named("ConfigMap", source["configMapRef"]["name"])["data"]
-            env.update({key: str(value) for key, value in data.items()})
+            env.update(source_data("ConfigMap", source["configMapRef"], applied))
         else:
-            env.update(secret_data(named("Secret", source["secretRef"]["name"])))
+            env.update(source_data("Secret", source["secretRef"], applied))
     for item in spec.get("env") or []:
         if "value" in item:
             env[item["name"]] = expand(str(item["value"]), env)
@@ -159,19 +220,94 @@ def container_env(workload: dict[str, Any]) -> dict[str, str]:
         source = item["valueFrom"]
         if "fieldRef" in source:
             env[item["name"]] = downward(source["fieldRef"]["fieldPath"], workload)
-        elif "secretKeyRef" in source:
-            ref = source["secretKeyRef"]
-            env[item["name"]] = secret_data(named("Secret", ref["name"]))[ref["key"]]
+            continue
+        kind, ref = (
+            ("Secret", source["secretKeyRef"])
+            if "secretKeyRef" in source
+            else ("ConfigMap", source["configMapKeyRef"])
+        )
+        data = source_data(kind, ref, applied)
+        if ref["key"] in data:
+            env[item["name"]] = data[ref["key"]]
         else:
-            ref = source["configMapKeyRef"]
-            env[item["name"]] = named("ConfigMap", ref["name"])["data"][ref["key"]]
+            assert ref.get("optional") is True, f"{kind} {ref['name']} has no {ref['key']}"
     return env
 
 
-def settings_of(workload: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+def settings_of(
+    workload: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    applied: list[dict[str, Any]] = APPLIED,
+) -> Settings:
     """Settings exactly as the workload's container would read them."""
-    env = {k: v for k, v in container_env(workload).items() if k.startswith(ENV_PREFIX)}
-    return settings_from(env, monkeypatch)
+    env = container_env(workload, applied)
+    return settings_from({k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}, monkeypatch)
+
+
+COMMENTED_SETTING = re.compile(rf"^\s*#\s*({ENV_PREFIX}[A-Z0-9_]+):\s*(\S.*?)\s*$", re.M)
+
+
+def commented_settings(text: str) -> dict[str, str]:
+    """The `# VFSTREAM_...: "value"` lines of a manifest: examples to uncomment."""
+    return {name: str(yaml.safe_load(value)) for name, value in COMMENTED_SETTING.findall(text)}
+
+
+def with_secured_kafka() -> list[dict[str, Any]]:
+    """The applied resources with the ConfigMap's commented Kafka security example taken."""
+    example = {
+        name: value
+        for name, value in commented_settings(TEXTS["configmap.yaml"]).items()
+        if name.startswith(f"{ENV_PREFIX}KAFKA_")
+    }
+    assert f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL" in example, "no secured example to take"
+    secured = copy.deepcopy(CONFIG)
+    secured["data"].update(example)
+    return [secured if doc is CONFIG else doc for doc in APPLIED]
+
+
+def env_sources(workload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, reference) of every ConfigMap and Secret the pod reads: env, envFrom, volumes."""
+    spec = container(workload)
+    sources: list[tuple[str, dict[str, Any]]] = []
+    for source in spec.get("envFrom") or []:
+        if "configMapRef" in source:
+            sources.append(("ConfigMap", source["configMapRef"]))
+        else:
+            sources.append(("Secret", source["secretRef"]))
+    for item in spec.get("env") or []:
+        value_from = item.get("valueFrom", {})
+        if "secretKeyRef" in value_from:
+            sources.append(("Secret", value_from["secretKeyRef"]))
+        elif "configMapKeyRef" in value_from:
+            sources.append(("ConfigMap", value_from["configMapKeyRef"]))
+    for volume in pod_spec(workload).get("volumes") or []:
+        if "secret" in volume:
+            secret = volume["secret"]
+            sources.append(("Secret", {"name": secret["secretName"], **secret}))
+        elif "configMap" in volume:
+            sources.append(("ConfigMap", volume["configMap"]))
+    return sources
+
+
+def secret_volume_mounts(workload: dict[str, Any], secret: str) -> list[dict[str, Any]]:
+    """The container's mounts of a volume made of the Secret ``secret``."""
+    volumes = {
+        volume["name"]
+        for volume in pod_spec(workload).get("volumes") or []
+        if volume.get("secret", {}).get("secretName") == secret
+    }
+    return [m for m in container(workload).get("volumeMounts") or [] if m["name"] in volumes]
+
+
+def secret_holding(key: str) -> str:
+    """The name of the one Secret manifest holding ``key``."""
+    names = [s["metadata"]["name"] for s in of_kind("Secret") if key in secret_data(s)]
+    assert len(names) == 1, f"{key} is in {len(names)} Secrets"
+    return names[0]
+
+
+def references(workload: dict[str, Any], kind: str, name: str) -> list[dict[str, Any]]:
+    return [ref for k, ref in env_sources(workload) if k == kind and ref["name"] == name]
 
 
 def env_names_used() -> set[str]:
@@ -196,9 +332,8 @@ def registered_routes() -> set[str]:
         paths.append(path)
         return lambda view: view
 
-    app = SimpleNamespace(
-        page=page, web=SimpleNamespace(web_app=SimpleNamespace(on_response_prepare=[]))
-    )
+    # A real aiohttp application: what the views hang on it (hooks, middlewares) works.
+    app = SimpleNamespace(page=page, web=SimpleNamespace(web_app=web.Application()))
     register_views(SimpleNamespace(app=app, settings=Settings()))
     return set(paths)
 
@@ -352,13 +487,31 @@ def test_the_scaled_object_is_a_keda_kafka_trigger_on_the_worker_statefulset() -
 # ---- kustomize -----------------------------------------------------------------------------
 
 
-def test_kustomization_lists_every_yaml_file_in_the_folder() -> None:
-    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
-    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
-    assert kustomization["kind"] == "Kustomization"
-    listed = kustomization["resources"]
+@pytest.mark.parametrize("kustomization", kustomization_files(), ids=relative)
+def test_each_kustomization_lists_every_yaml_file_in_its_folder(kustomization: Path) -> None:
+    content = yaml.safe_load(kustomization.read_text())
+    if kustomization == KUSTOMIZATION:
+        assert content["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
+        assert content["kind"] == "Kustomization"
+    else:
+        assert content["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+        assert content["kind"] == "Component", "an optional part is a kustomize component"
+    listed = listed_files(kustomization)
     assert len(listed) == len(set(listed)), "a file is listed twice"
-    assert set(listed) == {path.name for path in manifest_files()}
+    beside = {relative(p) for p in manifest_files() if p.parent == kustomization.parent}
+    assert set(listed) == beside
+
+
+def test_every_component_is_offered_in_the_kustomization_and_explained() -> None:
+    components = [relative(p.parent) for p in kustomization_files() if p != KUSTOMIZATION]
+    assert STATIC_AWS_KEYS in components
+    kustomization, readme = KUSTOMIZATION.read_text(), README.read_text()
+    for component in components:
+        # Enabled by uncommenting one line of the main kustomization.
+        assert re.search(rf"^#?\s*-\s*{re.escape(component)}\s*$", kustomization, re.M), component
+        assert component in readme, f"README.md does not explain {component}"
+    for enabled in yaml.safe_load(kustomization).get("components") or []:
+        assert enabled in components, f"{enabled} is not a component of deploy/k8s"
 
 
 def test_every_resource_has_a_unique_kind_and_name() -> None:
@@ -400,24 +553,62 @@ def test_each_container_environment_is_accepted_by_settings(
     settings = settings_of(workload, monkeypatch)
     assert settings.kafka_bootstrap == CONFIG["data"][f"{ENV_PREFIX}KAFKA_BOOTSTRAP"]
     assert settings.aws_endpoint_url == CONFIG["data"][f"{ENV_PREFIX}AWS_ENDPOINT_URL"]
-    assert (
-        settings.aws_access_key_id
-        == secret_data(named("Secret", "vfstream-aws"))[f"{ENV_PREFIX}AWS_ACCESS_KEY_ID"]
-    )
 
 
-def test_every_configmap_and_secret_a_container_refers_to_exists() -> None:
+@pytest.mark.parametrize("workload", WORKLOADS, ids=resource_id)
+def test_without_static_keys_aws_credentials_come_from_the_default_chain(
+    workload: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_of(workload, monkeypatch)
+    assert settings.aws_access_key_id is None and settings.aws_secret_access_key is None
+    kwargs = settings.aws_client_kwargs()
+    assert "aws_access_key_id" not in kwargs, "explicit keys would shadow the pod's role"
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=resource_id)
+def test_the_static_keys_component_gives_every_container_both_keys(
+    workload: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_of(workload, monkeypatch, WITH_STATIC_KEYS)
+    keys = secret_data(named("Secret", secret_holding(f"{ENV_PREFIX}AWS_ACCESS_KEY_ID")))
+    assert settings.aws_access_key_id == keys[f"{ENV_PREFIX}AWS_ACCESS_KEY_ID"]
+    assert settings.aws_secret_access_key is not None
+    assert settings.aws_client_kwargs()["aws_access_key_id"] == settings.aws_access_key_id
+
+
+def test_a_required_reference_is_applied_and_an_optional_one_is_documented() -> None:
+    readme = README.read_text()
     for workload in WORKLOADS:
-        spec = container(workload)
-        for source in spec.get("envFrom") or []:
-            if "configMapRef" in source:
-                named("ConfigMap", source["configMapRef"]["name"])
-            else:
-                named("Secret", source["secretRef"]["name"])
-        for item in spec.get("env") or []:
-            ref = item.get("valueFrom", {}).get("secretKeyRef")
-            if ref:
-                assert ref["key"] in secret_data(named("Secret", ref["name"])), ref
+        for kind, ref in env_sources(workload):
+            where = f"{resource_id(workload)}: {kind} {ref['name']}"
+            found = find(kind, ref["name"], APPLIED)
+            if ref.get("optional") is True:
+                # Made out of band or by a component: the operator must learn its name.
+                assert ref["name"] in readme, f"{where} is optional and unexplained"
+                continue
+            assert found is not None, f"{where} is required but `apply -k` makes none"
+            if "key" in ref:
+                data = secret_data(found) if kind == "Secret" else found["data"]
+                assert ref["key"] in data, f"{where} has no key {ref['key']}"
+
+
+def test_static_aws_keys_are_an_optional_secret_not_applied_by_default() -> None:
+    name = secret_holding(f"{ENV_PREFIX}AWS_ACCESS_KEY_ID")
+    assert find("Secret", name, APPLIED) is None, "static keys would shadow IRSA"
+    assert find("Secret", name, WITH_STATIC_KEYS) is not None
+    assert f"{ENV_PREFIX}AWS_SECRET_ACCESS_KEY" in secret_data(named("Secret", name))
+    for workload in WORKLOADS:
+        refs = references(workload, "Secret", name)
+        assert refs, f"{resource_id(workload)} cannot take static keys"
+        assert all(ref.get("optional") is True for ref in refs), resource_id(workload)
+
+
+def test_every_workload_reads_the_kafka_credentials_as_an_optional_secret() -> None:
+    name = secret_holding(f"{ENV_PREFIX}KAFKA_SASL_PASSWORD")
+    for workload in WORKLOADS:
+        refs = references(workload, "Secret", name)
+        assert refs, f"{resource_id(workload)} does not read {name}"
+        assert all(ref.get("optional") is True for ref in refs), resource_id(workload)
 
 
 def test_credentials_live_in_secrets_with_placeholder_values_only() -> None:
@@ -429,11 +620,22 @@ def test_credentials_live_in_secrets_with_placeholder_values_only() -> None:
     assert secret_fields >= {
         f"{ENV_PREFIX}AWS_SECRET_ACCESS_KEY",
         f"{ENV_PREFIX}SLACK_WEBHOOK_URL",
+        f"{ENV_PREFIX}KAFKA_SASL_PASSWORD",
+        f"{ENV_PREFIX}WEB_AUTH_TOKENS",
     }
     in_secrets = {key: value for s in of_kind("Secret") for key, value in secret_data(s).items()}
-    assert set(in_secrets) == secret_fields
+    assert set(in_secrets) <= secret_fields, "a setting that is no credential in a Secret"
+    # Every credential has its place in a Secret manifest: a key, or a commented one for the
+    # rarely needed (a session token, an encrypted key's password).
+    secret_files = {name for name, doc in DOCUMENTS if doc["kind"] == "Secret"}
+    offered = set(in_secrets)
+    for name in secret_files:
+        offered |= set(commented_settings(TEXTS[name])) & secret_fields
+    assert offered == secret_fields, f"no Secret offers {sorted(secret_fields - offered)}"
     for config in of_kind("ConfigMap"):
         assert not secret_fields & set(config["data"]), "a credential in a ConfigMap"
+    examples = commented_settings(TEXTS["configmap.yaml"])
+    assert not secret_fields & set(examples), "a credential in the ConfigMap's examples"
     for workload in WORKLOADS:
         literal = {item["name"] for item in container(workload).get("env") or [] if "value" in item}
         assert not secret_fields & literal, f"{resource_id(workload)}: a credential in plain env"
@@ -492,6 +694,9 @@ def test_probes_ask_routes_the_web_server_registers_on_the_web_port(
         get = spec[probe]["httpGet"]
         assert get["path"] == path, probe
         assert get["path"] in routes, f"{probe}: {get['path']} is not a route of vfstream.web.views"
+        # The kubelet sends no token: a probe of a guarded route would fail with 401.
+        assert get["path"] in OPEN_ROUTES, f"{probe}: {get['path']} asks for a token"
+        assert "httpHeaders" not in get, f"{probe}: no credential belongs in a pod spec"
         port = get["port"]
         assert (named_port(WORKER, port) if isinstance(port, str) else port) == web_port, probe
 
@@ -504,6 +709,25 @@ def test_the_startup_probe_gives_the_worker_minutes_before_liveness_counts() -> 
     assert allowed >= 180, f"{allowed}s to start before the pod is restarted"
     liveness = container(WORKER)["livenessProbe"]
     assert liveness["periodSeconds"] * liveness.get("failureThreshold", 3) >= 30
+
+
+def test_nothing_in_the_manifests_scrapes_the_api_without_a_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metrics_public = settings_of(WORKER, monkeypatch).web_metrics_public
+    monitors = [doc for doc in RESOURCES if doc["kind"] in ("ServiceMonitor", "PodMonitor")]
+    scraped = [
+        resource_id(doc)
+        for doc in [*WORKLOADS, *of_kind("Service")]
+        if (doc["spec"].get("template", doc)["metadata"].get("annotations") or {}).get(
+            "prometheus.io/scrape"
+        )
+        == "true"
+    ]
+    if monitors or scraped:
+        assert metrics_public, f"{scraped or monitors} scrape a /metrics that asks for a token"
+    # KEDA measures lag in Kafka, not through the workers' HTTP API.
+    assert [trigger["type"] for trigger in SCALED["spec"]["triggers"]] == ["kafka"]
 
 
 def test_the_listener_and_the_bridge_serve_no_http() -> None:
@@ -568,6 +792,185 @@ def test_the_state_volume_is_mounted_at_the_data_dir(monkeypatch: pytest.MonkeyP
     assert quantity(claim["spec"]["resources"]["requests"]["storage"]) >= 2**30
 
 
+# ---- identity: the ServiceAccount and its AWS role -----------------------------------------
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=resource_id)
+def test_every_workload_runs_as_the_vfstream_service_account(workload: dict[str, Any]) -> None:
+    assert find("ServiceAccount", ACCOUNT["metadata"]["name"], APPLIED) is ACCOUNT
+    pod = pod_spec(workload)
+    assert pod.get("serviceAccountName") == ACCOUNT["metadata"]["name"], resource_id(workload)
+    # vfstream never calls the Kubernetes API; IRSA and Pod Identity project their own token.
+    assert pod.get("automountServiceAccountToken") is False, resource_id(workload)
+
+
+def test_the_service_account_names_an_iam_role_for_irsa() -> None:
+    annotations = ACCOUNT["metadata"].get("annotations") or {}
+    assert IRSA_ANNOTATION in annotations, "no IRSA role annotation"
+    assert ROLE_ARN.fullmatch(annotations[IRSA_ANNOTATION]), annotations[IRSA_ANNOTATION]
+    assert ACCOUNT.get("automountServiceAccountToken") is False
+    assert "Pod Identity" in TEXTS["serviceaccount.yaml"], "the alternative must be explained"
+
+
+# ---- Kafka security ------------------------------------------------------------------------
+
+
+def test_the_default_kafka_connection_is_plaintext(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CONFIG["data"][f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    for workload in WORKLOADS:
+        settings = settings_of(workload, monkeypatch)
+        assert settings.kafka_security_protocol == "PLAINTEXT"
+        assert settings.kafka_sasl_mechanism is None
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=resource_id)
+def test_every_workload_mounts_the_optional_kafka_tls_secret_read_only(
+    workload: dict[str, Any],
+) -> None:
+    refs = references(workload, "Secret", "vfstream-kafka-tls")
+    assert refs, f"{resource_id(workload)} has no Kafka TLS volume"
+    assert all(ref.get("optional") is True for ref in refs), "a cluster without TLS has none"
+    mounts = secret_volume_mounts(workload, "vfstream-kafka-tls")
+    assert len(mounts) == 1 and mounts[0].get("readOnly") is True, mounts
+
+
+def test_the_secured_kafka_example_is_accepted_with_the_kafka_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for workload in WORKLOADS:
+        settings = settings_of(workload, monkeypatch, with_secured_kafka())
+        assert settings.kafka_security_protocol == "SASL_SSL"
+        assert settings.kafka_sasl_mechanism is not None
+        assert settings.kafka_sasl_username and settings.kafka_sasl_password is not None
+        assert settings.kafka_ssl_cafile is not None, "the example shows the CA file"
+
+
+@pytest.mark.parametrize("secured", [False, True], ids=["default", "secured-example"])
+@pytest.mark.parametrize("workload", WORKLOADS, ids=resource_id)
+def test_the_kafka_tls_files_named_in_the_config_map_are_mounted(
+    workload: dict[str, Any], secured: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applied = with_secured_kafka() if secured else APPLIED
+    settings = settings_of(workload, monkeypatch, applied)
+    (mount,) = secret_volume_mounts(workload, "vfstream-kafka-tls")
+    (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"]]
+    items = {item["path"] for item in volume["secret"].get("items") or []}
+    for path in (
+        settings.kafka_ssl_cafile,
+        settings.kafka_ssl_certfile,
+        settings.kafka_ssl_keyfile,
+    ):
+        if path is None:
+            continue
+        assert str(path.parent) == mount["mountPath"], f"{path} is not in the mounted Secret"
+        assert not items or path.name in items, f"{path.name} is not a file of the volume"
+
+
+# ---- the HTTP API's tokens -----------------------------------------------------------------
+
+
+def test_the_worker_requires_the_web_tokens_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    name = secret_holding(f"{ENV_PREFIX}WEB_AUTH_TOKENS")
+    assert find("Secret", name, APPLIED) is not None
+    refs = references(WORKER, "Secret", name)
+    assert refs, "the worker does not read the web tokens"
+    # Required: a worker without its tokens stays down rather than serve fan data openly.
+    assert all(ref.get("optional") is not True for ref in refs)
+    assert settings_of(WORKER, monkeypatch).web_tokens, "the worker would serve an open API"
+
+
+def test_only_the_worker_which_serves_http_gets_the_web_tokens() -> None:
+    name = secret_holding(f"{ENV_PREFIX}WEB_AUTH_TOKENS")
+    for workload in (LISTENER, BRIDGE):
+        assert not references(workload, "Secret", name), resource_id(workload)
+        assert f"{ENV_PREFIX}WEB_AUTH_TOKENS" not in container_env(workload)
+
+
+# ---- the NetworkPolicy ---------------------------------------------------------------------
+
+
+def peer_matches(peer: dict[str, Any], namespace: str, pod_labels: dict[str, str]) -> bool:
+    """Whether a NetworkPolicy peer admits a pod with these labels in ``namespace`` (the
+    policy's own namespace is NAMESPACE; a namespace's labels are its name label)."""
+    assert set(peer) <= {"podSelector", "namespaceSelector"}, f"not understood here: {peer}"
+    for selector in peer.values():
+        assert set(selector) <= {"matchLabels"}, f"not understood here: {selector}"
+
+    def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+        return (selector.get("matchLabels") or {}).items() <= labels.items()
+
+    if "namespaceSelector" in peer:
+        if not matches(peer["namespaceSelector"], {NAMESPACE_NAME_LABEL: namespace}):
+            return False
+    elif namespace != NAMESPACE:  # a podSelector alone: the policy's own namespace
+        return False
+    return matches(peer.get("podSelector", {}), pod_labels)
+
+
+def admits(namespace: str, port: int, pod_labels: dict[str, str] | None = None) -> bool:
+    """Whether the NetworkPolicy lets a pod of ``namespace`` reach a worker on ``port``."""
+    for rule in POLICY["spec"].get("ingress") or []:
+        ports = rule.get("ports")
+        port_ok = ports is None or any(
+            (named_port(WORKER, p["port"]) if isinstance(p["port"], str) else p["port"]) == port
+            and p.get("protocol", "TCP") == "TCP"
+            for p in ports
+        )
+        peers = rule.get("from")
+        peer_ok = peers is None or any(
+            peer_matches(peer, namespace, pod_labels or {}) for peer in peers
+        )
+        if port_ok and peer_ok:
+            return True
+    return False
+
+
+def ingress_namespaces() -> set[str]:
+    return {
+        peer["namespaceSelector"]["matchLabels"][NAMESPACE_NAME_LABEL]
+        for rule in POLICY["spec"]["ingress"]
+        for peer in rule.get("from") or []
+        if "namespaceSelector" in peer
+    }
+
+
+def test_the_network_policy_guards_the_workers_only() -> None:
+    selector = POLICY["spec"]["podSelector"]
+    assert set(selector) == {"matchLabels"}
+    assert selects(selector["matchLabels"], WORKER)
+    assert not selects(selector["matchLabels"], LISTENER)
+    assert not selects(selector["matchLabels"], BRIDGE)
+
+
+def test_the_network_policy_leaves_egress_to_kafka_and_aws_alone() -> None:
+    for policy in of_kind("NetworkPolicy"):
+        assert policy["spec"]["policyTypes"] == ["Ingress"], resource_id(policy)
+        assert "egress" not in policy["spec"], resource_id(policy)
+
+
+def test_the_namespace_and_the_ingress_namespace_reach_the_web_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    web_port = settings_of(WORKER, monkeypatch).web_port
+    (ingress,) = ingress_namespaces()
+    assert ingress and ingress != NAMESPACE
+    assert ingress in README.read_text(), "README.md must say which namespace to change"
+    # The other workers proxy table views to a key's owner on this port.
+    worker_labels = WORKER["spec"]["template"]["metadata"]["labels"]
+    assert admits(NAMESPACE, web_port, worker_labels)
+    assert admits(NAMESPACE, web_port, {"app": "some-client"})
+    assert admits(ingress, web_port, {"app.kubernetes.io/name": "ingress-nginx"})
+
+
+def test_other_namespaces_and_other_ports_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    web_port = settings_of(WORKER, monkeypatch).web_port
+    (ingress,) = ingress_namespaces()
+    for namespace in ("default", "kube-system", "monitoring"):
+        assert not admits(namespace, web_port), namespace
+    for namespace in (NAMESPACE, ingress):
+        assert not admits(namespace, web_port + 1), f"{namespace} reaches another port"
+
+
 # ---- scaling and the single-instance processes ---------------------------------------------
 
 
@@ -630,8 +1033,9 @@ def test_every_pod_runs_as_the_images_non_root_user(workload: dict[str, Any]) ->
     pod = pod_spec(workload)["securityContext"]
     assert pod["runAsNonRoot"] is True
     assert (pod["runAsUser"], pod["runAsGroup"]) == (uid, gid), f"the image's {user}"
-    if workload is WORKER:
-        assert pod["fsGroup"] == gid, "the state volume must be writable by the user"
+    # The state volume (workers) must be writable by the user, and the AWS token IRSA or Pod
+    # Identity projects and the Kafka TLS files readable (every pod).
+    assert pod.get("fsGroup") == gid, f"{resource_id(workload)}: fsGroup is not {gid}"
     spec = container(workload)
     context = spec["securityContext"]
     assert context["allowPrivilegeEscalation"] is False
@@ -669,5 +1073,5 @@ def test_the_readme_explains_the_apply_and_every_manifest() -> None:
     text = README.read_text()
     assert "kubectl apply -k deploy/k8s" in text
     for path in manifest_files():
-        assert path.name in text, f"README.md does not mention {path.name}"
+        assert relative(path) in text, f"README.md does not mention {relative(path)}"
     assert f"{ENV_PREFIX}TOPIC_PARTITIONS" in text
