@@ -340,6 +340,42 @@ def test_kafka_is_a_single_node_kraft_broker_and_controller() -> None:
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
+def test_every_service_using_the_aws_endpoint_sets_both_keys_or_neither(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = (f"{ENV_PREFIX}AWS_ACCESS_KEY_ID", f"{ENV_PREFIX}AWS_SECRET_ACCESS_KEY")
+    for name, service in vfstream_services().items():
+        env = {**IMAGE_ENV, **service_env(service)}
+        given = [key for key in names if key in env]
+        assert len(given) in (0, len(names)), f"{name}: only {given} (Settings refuses that)"
+        settings = settings_from(env, monkeypatch)
+        endpoint = urlsplit(settings.aws_endpoint_url or "").hostname
+        if endpoint in SERVICES:
+            # No default chain finds credentials in a container: the emulator needs the keys.
+            assert given, f"{name} calls the AWS emulator without keys"
+            # moto's test keys, never a real one committed.
+            assert all(env[key] == "testing" for key in names), name
+            assert settings.aws_client_kwargs()["aws_access_key_id"] == "testing"
+
+
+def test_workers_talk_to_kafka_in_the_protocol_of_the_listener_they_bootstrap_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kafka_env = service_env(SERVICES["kafka"])
+    protocols = dict(
+        entry.split(":", 1)
+        for entry in kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    for name in ("setup", "worker", "bridge"):
+        settings = settings_from({**IMAGE_ENV, **service_env(SERVICES[name])}, monkeypatch)
+        listener = next(
+            entry.partition(":")[0]
+            for entry in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+            if entry.split("//", 1)[1] == settings.kafka_bootstrap
+        )
+        assert settings.kafka_security_protocol == protocols[listener], name
+
+
 def test_workers_reach_aws_at_the_port_the_aws_service_serves(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
