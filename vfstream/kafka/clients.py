@@ -199,6 +199,13 @@ class Producer(_Diagnosed, AIOKafkaProducer):
         except TopicAuthorizationFailedError as exc:
             raise denied(self._vf_settings, "topic", topic, "Write") from exc
 
+    async def partitions_for(self, topic: str) -> Any:
+        # A producer asks for a topic's partitions to write to it.
+        try:
+            return await super().partitions_for(topic)
+        except TopicAuthorizationFailedError as exc:
+            raise denied(self._vf_settings, "topic", topic, "Write") from exc
+
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
         try:
             return await super().send_batch(batch, topic, partition=partition)
