@@ -57,3 +57,8 @@ FENCED_INGESTS = Counter(
     "vfstream_fenced_ingests_total",
     "Open transactions of dead ingests aborted by fencing their transactional id",
 )
+HTTP_UNAUTHORIZED = Counter(
+    "vfstream_http_unauthorized_total",
+    "HTTP requests refused for want of a valid token (missing, wrong, malformed)",
+    ["reason"],
+)

@@ -14,6 +14,7 @@ from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
 from vfstream.ops.reads import recent_dead_letters
+from vfstream.web.auth import peer_headers
 from vfstream.web.views import (
     CAMPAIGN,
     DEAD_LETTER_CACHE_SECONDS,
@@ -128,10 +129,14 @@ async def from_other_workers(stream: VfStream, path: str) -> list[Any]:
     except Exception:
         hosts = set()
     answers: list[Any] = []
+    # Another worker asks for a token as this one does: this worker's own first token.
+    headers = peer_headers(stream.settings)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
         for url in sorted(hosts - {me}):
             try:
-                async with session.get(url + path) as resp:
+                async with session.get(url + path, headers=headers) as resp:
+                    if resp.status != 200:  # refused (another token) or failing: left out
+                        continue
                     answers.append(await resp.json())
             except (aiohttp.ClientError, TimeoutError, ValueError):
                 continue

@@ -127,10 +127,14 @@ async def routed(
     if owner is None or request.headers.get(ROUTED_HEADER):
         # Unknown owner, or proxied here by a worker whose assignment was older than ours.
         return unavailable(view, reason if owner is None else "the assignment is moving")
+    headers = {ROUTED_HEADER: "1"}
+    # The owner asks for a token as this worker did: the caller's credential goes along.
+    if (authorization := request.headers.get("Authorization")) is not None:
+        headers["Authorization"] = authorization
     try:
         async with stream.app.http_client.get(
             owner + request.raw_path,
-            headers={ROUTED_HEADER: "1"},
+            headers=headers,
             timeout=aiohttp.ClientTimeout(total=5),
         ) as answer:
             body = await answer.read()
@@ -168,9 +172,13 @@ def unavailable(view: View, reason: str) -> Response:
 
 def register_views(stream: VfStream) -> None:
     """Every route of a worker: the table views, the operator's console, the service's own."""
+    from vfstream.web.auth import install_auth
     from vfstream.web.console import register_console_views
 
-    # Every response carries the security headers; a malformed request is one log line.
+    # Every request of every route, Faust's own included, shows a token when tokens are set
+    # (vfstream.web.auth); every response carries the security headers; a malformed request
+    # is one log line.
+    install_auth(stream)
     stream.app.web.web_app.on_response_prepare.append(_security_headers)
     quiet_malformed_requests()
     register_table_views(stream)
