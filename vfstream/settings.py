@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vfstream.domain.limits import DEFAULT_LIMITS, Limits
 
+# An HTTP API token shorter than this is refused at start (Settings.web_auth_tokens).
+MIN_WEB_TOKEN_CHARS = 16
+
 # A fan state is one changelog message; the broker's default message.max.bytes is 1 MiB.
 MAX_STATE_BYTES = 900 * 1024
 
@@ -60,7 +63,11 @@ class DevStackSettings(BaseSettings):
 
 class Settings(BaseSettings):
     # Frozen: read once at start and passed in; a changed copy is model_copy(update=...).
-    model_config = SettingsConfigDict(env_prefix="VFSTREAM_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting's error must not print the other values read
+    # with it (passwords, tokens, keys).
+    model_config = SettingsConfigDict(
+        env_prefix="VFSTREAM_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -240,6 +247,19 @@ class Settings(BaseSettings):
                 "set both VFSTREAM_AWS_ACCESS_KEY_ID and "
                 "VFSTREAM_AWS_SECRET_ACCESS_KEY, or neither (the default chain)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _web_tokens_are_strong(self) -> Settings:
+        """A guessable token guards nothing: refuse a short one or a placeholder at start
+        (deploy/k8s ships ``change-me``), without showing it."""
+        for token in self.web_tokens:
+            if len(token) < MIN_WEB_TOKEN_CHARS or "change-me" in token:
+                raise ValueError(
+                    f"VFSTREAM_WEB_AUTH_TOKENS holds a token of {len(token)} characters or a "
+                    f"placeholder; use {MIN_WEB_TOKEN_CHARS} characters or more, e.g. "
+                    "`openssl rand -hex 32`"
+                )
         return self
 
     @property

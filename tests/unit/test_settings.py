@@ -45,3 +45,17 @@ def test_a_child_process_gets_every_setting_back_from_its_environment(
         monkeypatch.setenv(name, value)
 
     assert Settings() == settings
+
+
+@pytest.mark.parametrize("tokens", ["short-one", "change-me", "fine-and-long-token-1,change-me"])
+def test_a_short_or_placeholder_web_token_is_refused_without_showing_it(tokens: str) -> None:
+    with pytest.raises(ValidationError, match="VFSTREAM_WEB_AUTH_TOKENS") as refused:
+        Settings(web_auth_tokens=tokens)  # type: ignore[arg-type]
+
+    assert "short-one" not in str(refused.value)
+
+
+def test_long_tokens_of_a_rotation_are_accepted() -> None:
+    settings = Settings(web_auth_tokens="a" * 16 + ", " + "b" * 40)  # type: ignore[arg-type]
+
+    assert settings.web_tokens == ("a" * 16, "b" * 40)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
 from vfstream.cli import exit_codes
 from vfstream.errors import DependencyUnavailable, VfStreamError
@@ -291,7 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.command, args.verbose)
     # Read once, here, and passed down: nothing below the command line reads configuration.
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # Each refused setting and why; never the values (hide_input_in_errors).
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(f"vfstream: {where}: {error['msg']}", file=sys.stderr)
+        return exit_codes.USAGE
     try:
         return int(args.func(args, settings) or 0)
     except VfStreamError as exc:

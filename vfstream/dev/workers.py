@@ -58,9 +58,12 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     async def get_json(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+        # A worker with tokens is asked with its first one, as its peers ask it.
+        tokens = self.settings.web_tokens
+        headers = {"Authorization": f"Bearer {tokens[0]}"} if tokens else {}
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.get(self.base_url + path) as resp,
+            session.get(self.base_url + path, headers=headers) as resp,
         ):
             try:
                 body = await resp.json(content_type=None)

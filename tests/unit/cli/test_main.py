@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from vfstream.cli.main import _OursOnly, build_parser
+from vfstream.cli.main import _OursOnly, build_parser, main
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,23 @@ def test_only_vfstreams_own_lines_pass_the_quiet_filter() -> None:
     assert quiet.filter(record("vfstream.ops.replay"))
     assert not quiet.filter(record("aiokafka.consumer"))
     assert not quiet.filter(record("vfstreamer"))
+
+
+def test_refused_settings_exit_2_naming_the_setting_and_showing_no_value(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vfstream.settings import get_settings
+
+    get_settings.cache_clear()
+    monkeypatch.setenv("VFSTREAM_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("VFSTREAM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("VFSTREAM_KAFKA_SASL_PASSWORD", "pw-that-must-not-show")
+    try:
+        status = main(["status"])
+    finally:
+        get_settings.cache_clear()
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "VFSTREAM_KAFKA_SASL_USERNAME" in err
+    assert "pw-that-must-not-show" not in err

@@ -24,7 +24,7 @@ from vfstream.web.auth import (
 )
 from vfstream.web.views import SECURITY_HEADERS
 
-OLD, NEW = "old-Token-1f9a", "new-Token-77c2"
+OLD, NEW = "old-Token-1f9a-52c0e1", "new-Token-77c2-a7e3b9"
 TOKENS = (OLD, NEW)
 ROUTE = "/campaigns/{campaignId}/counts"
 
