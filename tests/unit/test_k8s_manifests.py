@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from aiohttp import web
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from tests.unit.test_deploy_files import (
     ENV_NAME,
@@ -239,9 +239,30 @@ def settings_of(
     monkeypatch: pytest.MonkeyPatch,
     applied: list[dict[str, Any]] = APPLIED,
 ) -> Settings:
-    """Settings exactly as the workload's container would read them."""
+    """Settings exactly as the workload's container would read them, once the operator has
+    replaced the web token placeholder (Settings refuses the placeholder itself: see
+    ``test_the_shipped_web_token_placeholder_stops_the_worker``)."""
     env = container_env(workload, applied)
+    env = {
+        k: (OPERATOR_TOKEN if k == WEB_TOKENS_ENV and "change-me" in v else v)
+        for k, v in env.items()
+    }
     return settings_from({k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}, monkeypatch)
+
+
+WEB_TOKENS_ENV = f"{ENV_PREFIX}WEB_AUTH_TOKENS"
+OPERATOR_TOKEN = "generated-by-openssl-rand-hex-32"
+
+
+def test_the_shipped_web_token_placeholder_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Applied unchanged, the placeholder would guard the API with a known token: the worker
+    refuses it at start instead."""
+    env = container_env(WORKER, APPLIED)
+    assert "change-me" in env[WEB_TOKENS_ENV]
+    with pytest.raises(ValidationError, match=WEB_TOKENS_ENV):
+        settings_from({k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}, monkeypatch)
 
 
 COMMENTED_SETTING = re.compile(rf"^\s*#\s*({ENV_PREFIX}[A-Z0-9_]+):\s*(\S.*?)\s*$", re.M)
