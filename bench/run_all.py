@@ -19,6 +19,7 @@ from bench.e2e_bench import e2e_benchmark
 from bench.ingest_bench import ingest_benchmark
 from bench.latency_bench import RATES, latency_benchmark
 from bench.mirror_bench import mirror_benchmark
+from bench.tls_bench import tls_benchmark
 
 TARGETS = {
     "ingest_rows_per_s": ">= 50000",
@@ -31,11 +32,12 @@ TARGETS = {
     "e2e_3w_settled_seconds": "<= 60 for 1M rows",
     "latency_2000_per_s_p99_ms": "<= 250",
     "bridge_latency_2000_per_s_p99_ms": "<= 1000",
+    "tls_agent_sasl_ssl_to_plain_ratio": "measured, no target (TLS costs CPU)",
 }
 
 
 def main(argv: list[str]) -> int:
-    wanted = set(argv) or {"ingest", "agent", "mirror", "e2e", "latency", "bridge"}
+    wanted = set(argv) or {"ingest", "agent", "mirror", "e2e", "latency", "bridge", "tls"}
     results: dict[str, object] = {}
     failed: list[str] = []
     keep = os.environ.get("VFSTREAM_BENCH_KEEP")  # a folder to keep logs in
@@ -83,6 +85,8 @@ def main(argv: list[str]) -> int:
                     "bridge",
                     lambda: bridge_latency_benchmark(isolated(settings, place), place),
                 )
+            if "tls" in wanted:
+                measure("tls", lambda: tls_benchmark(settings, work / "tls"))
         finally:
             stop_stack(settings)
     if failed:
