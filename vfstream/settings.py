@@ -176,6 +176,8 @@ class Settings(BaseSettings):
     limit_state_bytes: int = Field(default=DEFAULT_LIMITS.state_bytes, ge=1024, le=MAX_STATE_BYTES)
     limit_file_bytes: int = Field(default=DEFAULT_LIMITS.file_bytes, ge=1)
     limit_file_rows: int = Field(default=DEFAULT_LIMITS.file_rows, ge=1)
+    # A scoring time further in the future than this is refused (README "Limits").
+    limit_future_skew_seconds: float = Field(default=DEFAULT_LIMITS.future_skew_seconds, ge=0)
 
     # Kinesis bridge (SPEC 2.3): score records published to a Kinesis stream, copied to Kafka
     bridge_stream: str = "vf-score-feed"
@@ -285,6 +287,7 @@ class Settings(BaseSettings):
             state_bytes=self.limit_state_bytes,
             file_bytes=self.limit_file_bytes,
             file_rows=self.limit_file_rows,
+            future_skew_seconds=self.limit_future_skew_seconds,
         )
 
     @property

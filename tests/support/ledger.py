@@ -3,6 +3,7 @@ changelog, a source of score batches, a run that can crash anywhere, and recount
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -35,6 +36,12 @@ class FakeTable:
 
     def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]:
         return [self.get(partition, key) for key in keys]
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        assert partition == PARTITION
+        for key in sorted(self.data):
+            if key.startswith(prefix):
+                yield key, self.data[key]
 
     async def write(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
         assert partition == PARTITION

@@ -17,6 +17,7 @@ they were produced and a redelivered batch is recognised record by record.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,16 @@ from msgspec import Meta, Struct
 
 from vfstream.domain.batches import BATCH_FORMAT, MalformedBatch
 from vfstream.domain.keys import fan_key
+from vfstream.domain.limits import (
+    MAX_RUN_ID_BYTES,
+    Limits,
+    has_control_characters,
+    number_refusal,
+    over_bytes,
+)
+
+# A run id derived from an object's URL longer than this is digested (``ScoreRow.run_id``).
+FALLBACK_RUN_ID_CHARS = 256
 
 # Index slots per batch message: more than a batch of the broker's largest message can hold.
 POSITION_SLOTS = 1 << 20
@@ -120,7 +131,12 @@ class ScoreRow(Struct, forbid_unknown_fields=True, gc=False):
         run = source.get("run")
         if run:
             return str(run)
-        return f"s3://{source.get('bucket')}/{source.get('key')}@{source.get('etag')}"
+        # Records from before runs had ids: their object. A long key is digested, so the
+        # run index keeps entries of a bounded size (``bookkeeping_refusal``).
+        url = f"s3://{source.get('bucket')}/{source.get('key')}@{source.get('etag')}"
+        if len(url) > FALLBACK_RUN_ID_CHARS:
+            return "s3-sha256:" + hashlib.sha256(url.encode("utf-8", "replace")).hexdigest()
+        return url
 
 
 class FanState(Struct, array_like=True, gc=False):
@@ -257,6 +273,11 @@ class _RawBatch(Struct):
     records: list[msgspec.Raw]
 
 
+# msgspec decodes nested JSON recursively: a message of ~5,000 nested brackets (10 KB) raises
+# RecursionError, which once killed the verify agent on every restart.
+_UNDECODABLE = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+TOO_DEEP = "not a score batch: JSON nested deeper than a record can be"
+
 _BATCH = msgspec.json.Decoder(_Batch)
 _RAW_BATCH = msgspec.json.Decoder(_RawBatch)
 _ROW = msgspec.json.Decoder(ScoreRow)
@@ -296,6 +317,53 @@ def _checked(row: ScoreRow, raw: bytes | None) -> ScoreRow | Refused:
     return row
 
 
+def bookkeeping_refusal(row: ScoreRow, limits: Limits) -> str | None:
+    """Why a record must not even reach the ledger's bookkeeping, or None.
+
+    Its ids become keys of partials, runs and the run index, one changelog message each:
+    past the id limit (or with control characters), a foreign producer's record grew one
+    partition's bookkeeping past the broker's message size, the flush failed and the worker
+    died (issue #20). The ingestor and the bridge refuse such rows already; this holds for
+    any producer of the topic.
+    """
+    for name, text in (("campaignId", row.campaignId), ("globalUserId", row.globalUserId)):
+        size = over_bytes(text, limits.id_bytes)
+        if size is not None:
+            return f"{name}: {size} bytes, over the limit of {limits.id_bytes}"
+        if has_control_characters(text):
+            return f"{name}: holds control characters"
+    run = row.run_id
+    if run is not None:
+        size = over_bytes(run, MAX_RUN_ID_BYTES)
+        if size is not None:
+            return f"source.run: {size} bytes, over the limit of {MAX_RUN_ID_BYTES}"
+    return None
+
+
+def content_refusal(row: ScoreRow, now_us: int, limits: Limits) -> str | None:
+    """Why a well-formed record cannot be applied as it is, or None: a scoring time past
+    the future skew, a number no store can hold. Such a record is refused but still counts
+    towards its run, which would otherwise never settle."""
+    ahead = row.scored_us - now_us
+    if ahead > limits.future_skew_us:
+        return (
+            f"scoredAt: {row.scoredAt} is {ahead / 3.6e9:,.1f} h in the future, past the "
+            f"allowed skew of {limits.future_skew_seconds / 3600:g} h"
+        )
+    for name, value in (
+        ("score", row.score),
+        ("localFanscore", row.localFanscore),
+        ("accountFanscore", row.accountFanscore),
+        ("bandScore", row.bandScore),
+        ("nudetectScore", row.nudetectScore),
+    ):
+        if value is not None and value != 0.0:
+            reason = number_refusal(value)
+            if reason is not None:
+                return f"{name}: {reason}"
+    return None
+
+
 def read_batch(value: bytes | None) -> list[ScoreRow | Refused]:
     """The records of one message of the score-record topic, in order: each a row, or the
     record refused with its reason. ``MalformedBatch`` when the message is no batch at all.
@@ -308,17 +376,19 @@ def read_batch(value: bytes | None) -> list[ScoreRow | Refused]:
         raise MalformedBatch("empty message")
     try:
         rows: list[ScoreRow | Refused] = list(_BATCH.decode(value).records)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except _UNDECODABLE:
         pass
     else:
         return [_checked(row, None) for row in rows]
     try:
         raws = _RAW_BATCH.decode(value).records
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except _UNDECODABLE:
         raws = None
     if raws is None:
         try:
             body = msgspec.json.decode(value)
+        except RecursionError as exc:
+            raise MalformedBatch(TOO_DEEP) from exc
         except msgspec.DecodeError as exc:
             raise MalformedBatch(f"not JSON: {exc}") from exc
         if not isinstance(body, dict):
@@ -335,7 +405,7 @@ def read_batch_json(value: bytes | None) -> list[tuple[bytes, ScoreRow | Refused
         raise MalformedBatch("empty message")
     try:
         raws = [bytes(raw) for raw in _RAW_BATCH.decode(value).records]
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except _UNDECODABLE:
         raws = [value]
     rows = read_batch(value)
     if len(rows) != len(raws):  # a bare record that is itself malformed
@@ -347,6 +417,8 @@ def row_from_json(raw: bytes) -> ScoreRow | Refused:
     """One record's JSON as a row, or refused with the decoder's reason."""
     try:
         row = _ROW.decode(raw)
+    except RecursionError:
+        return Refused(raw, [TOO_DEEP])
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         return Refused(raw, [str(exc)])
     return _checked(row, raw)
@@ -438,7 +510,7 @@ def _state_from(
 
 
 def apply_row(
-    state: FanState | None, row: ScoreRow, now: str
+    state: FanState | None, row: ScoreRow, now: str, trusted_until_us: int | None = None
 ) -> tuple[WriteStatus, FanState | None, Delta]:
     """Fold one row into the fan's state (SPEC 3): the status, the new state (None when it
     does not change) and the count delta.
@@ -447,6 +519,10 @@ def apply_row(
     deliveries converge: older files are ``stale``, a newer file starts a fresh events list,
     and rows of the same file fill their rank slots. A row without a campaignName keeps the
     name the state has (Kinesis-fed records carry none).
+
+    A stored scoredAt after ``trusted_until_us`` (now plus the future skew) was accepted
+    before such times were refused; it orders nothing, so the fan is not frozen by it: the
+    row is applied as if the stored one were older.
     """
     event = Event(row.eventId, row.market)
     scored = row.scored_us
@@ -456,9 +532,12 @@ def apply_row(
         return WriteStatus.CREATED, created, created.standing()
     if state.campaignId != row.campaignId or state.globalUserId != row.globalUserId:
         raise ValueError(f"record {row.key!r} cannot be applied to state {state.key!r}")
-    if scored < state.scored_us:
+    stored_us = state.scored_us
+    if trusted_until_us is not None and stored_us > trusted_until_us:
+        stored_us = -1  # frozen: any real score is newer
+    if scored < stored_us:
         return WriteStatus.STALE, None, ZERO
-    base = state.events if scored == state.scored_us else []
+    base = state.events if scored == stored_us else []
     events = _events_with(base, row.rank, event)
     name = row.campaignName if row.campaignName is not None else state.campaignName
     if _same_fan_data(row, scored, name, events, state):

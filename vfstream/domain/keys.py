@@ -74,6 +74,11 @@ def partial_key(partition: int, campaign_id: str) -> bytes:
     return f"#counts:{partition}:{campaign_id}".encode()
 
 
+def partials_prefix(partition: int) -> bytes:
+    """What every partial of ``partition`` starts with (a key-ordered scan finds them all)."""
+    return f"#counts:{partition}:".encode()
+
+
 def run_key(partition: int, run_id: str) -> bytes:
     return f"#run:{partition}:{run_id}".encode()
 

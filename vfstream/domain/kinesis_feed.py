@@ -14,7 +14,7 @@ later record counts as a newer scoring run and replaces the events list (SPEC 3)
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -28,6 +28,7 @@ from vfstream.domain.records import (
     ScoringKey,
     as_aware,
     build_score_record,
+    future_refusal,
     parse_iso_datetime,
 )
 
@@ -115,7 +116,10 @@ def _type_name(value: Any) -> str:
 
 
 def parse_feed_record(
-    data: bytes, position: FeedPosition, limits: Limits = DEFAULT_LIMITS
+    data: bytes,
+    position: FeedPosition,
+    limits: Limits = DEFAULT_LIMITS,
+    now: datetime | None = None,
 ) -> ScoreRecord | FeedRejection:
     """Validate one Kinesis record into a score record, or a rejection with every reason."""
 
@@ -181,6 +185,10 @@ def parse_feed_record(
             reasons.append(
                 f"{SCORED_AT_FIELD}: expected an ISO-8601 date-time (got {scored_text!r})"
             )
+        else:
+            too_far = future_refusal(scored_at, now or datetime.now(UTC), limits)
+            if too_far is not None:
+                reasons.append(f"{SCORED_AT_FIELD}: {too_far}")
 
     values: dict[str, str] = {}
     for column, value in document.items():

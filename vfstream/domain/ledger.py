@@ -34,6 +34,7 @@ from vfstream.domain.fans import (
     ScoreRow,
     WriteStatus,
     apply_row,
+    content_refusal,
     encode_envelope,
 )
 from vfstream.domain.limits import DEFAULT_LIMITS, Limits
@@ -145,6 +146,7 @@ def apply_record(
     run: RunTally | RunProgress | None,
     now: str,
     limits: Limits = DEFAULT_LIMITS,
+    now_us: int | None = None,
 ) -> Applied:
     """Apply one record at ``position``; mutates ``partial`` and ``run`` in place.
 
@@ -152,8 +154,10 @@ def apply_record(
     pending change may only be forgotten once a flushed partial covers it.
 
     A record that would take the fan past a limit (its rank past the events limit, its state
-    past the state limit) is ``invalid`` with its reasons and changes nothing: the fan keeps
-    its last good state. It still counts towards its run, which would otherwise never settle.
+    past the state limit), or that ``fans.content_refusal`` refuses when ``now_us`` is given
+    (a scoring time past the future skew, a number no store holds), is ``invalid`` with its
+    reasons and changes nothing: the fan keeps its last good state. It still counts towards
+    its run, which would otherwise never settle.
     """
     counted = False
     if run is not None and position > run.watermark:
@@ -167,7 +171,13 @@ def apply_record(
     if row.rank >= limits.events_per_fan:
         limit = limits.events_per_fan
         return _refused(counted, f"rank {row.rank} is past the limit of {limit} events")
-    status, state, delta = apply_row(stored.state if stored else None, row, now)
+    trusted_until = None
+    if now_us is not None:
+        refusal = content_refusal(row, now_us, limits)
+        if refusal is not None:
+            return _refused(counted, refusal)
+        trusted_until = now_us + limits.future_skew_us
+    status, state, delta = apply_row(stored.state if stored else None, row, now, trusted_until)
     if state is None:
         return Applied(status, counted_for_run=counted)
     pending = delta
@@ -191,6 +201,10 @@ def _refused(counted_for_run: bool, reason: str) -> Applied:
 
 # Settled runs a campaign's totals remember in full (the runs view); older ones by id only.
 HISTORY_RUNS = 50
+# Runs whose per-partition progress a campaign's totals keep, and announced runs waiting to
+# settle: bounds for any input (``CampaignTotals.bound``). A real campaign has a handful.
+TRACKED_RUNS = 256
+PENDING_RUNS = 64
 
 
 class SettledRun(BaseModel):
@@ -269,6 +283,25 @@ class CampaignTotals(BaseModel):
         del self.settled[:-REMEMBERED_RUNS]
         del self.history[:-HISTORY_RUNS]
         return done
+
+    def bound(self) -> list[str]:
+        """Keep what only grows within bounds that hold for any input (the value is one
+        changelog message): the progress of at most ``TRACKED_RUNS`` runs, settled ones
+        dropped first, and at most ``PENDING_RUNS`` announced runs waiting to settle, the
+        oldest dropped. Returns the runs it let go of that had not settled."""
+        settled = set(self.settled)
+        for run_id in [r for r in self.runs if r in settled]:
+            if len(self.runs) <= TRACKED_RUNS:
+                break
+            del self.runs[run_id]
+        while len(self.runs) > TRACKED_RUNS:
+            del self.runs[next(iter(self.runs))]
+        dropped: list[str] = []
+        while len(self.announced) > PENDING_RUNS:
+            run_id = next(iter(self.announced))
+            del self.announced[run_id]
+            dropped.append(run_id)
+        return dropped
 
     def to_bytes(self) -> bytes:
         return self.__pydantic_serializer__.to_json(self)

@@ -12,6 +12,7 @@ MessageSizeTooLargeError and every worker died on every restart.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -32,9 +33,44 @@ class Limits:
     # A scoring file, decompressed.
     file_bytes: int = 512 * MIB
     file_rows: int = 3_000_000
+    # How far in the future a scoring time (a key's dateTime, a record's scoredAt) may be.
+    # Ordering is by scoring time: one far in the future would make every real later score
+    # of the fan "stale" for good.
+    future_skew_seconds: float = 86_400.0
+
+    @property
+    def future_skew_us(self) -> int:
+        return int(self.future_skew_seconds * 1_000_000)
 
 
 DEFAULT_LIMITS = Limits()
+
+
+# A run id (a file ingestion's, ``kinesis://<stream>/<campaign>`` for a feed): it keys run
+# progress and the runs a campaign remembers, so it is bounded for any producer.
+MAX_RUN_ID_BYTES = 512
+
+# DynamoDB numbers, the narrowest store a score reaches: 0, or a magnitude from 1e-130 to
+# under 1e126 (and at most 38 significant digits, which every float's 17 are within).
+SMALLEST_STORABLE = 1e-130
+LARGEST_STORABLE = 1e126
+
+
+def number_refusal(value: float) -> str | None:
+    """Why ``value`` cannot be stored everywhere a score goes (DynamoDB included), or None.
+
+    ``1e-320`` is a valid float that DynamoDB cannot hold (it underflowed in the mirror and
+    the fan's item was lost); such a value is refused where it enters, with this reason.
+    """
+    if value != value or value in (math.inf, -math.inf):
+        return "not a finite number"
+    magnitude = abs(value)
+    if magnitude == 0.0 or SMALLEST_STORABLE <= magnitude < LARGEST_STORABLE:
+        return None
+    return (
+        f"{value!r} cannot be stored (DynamoDB numbers are 0 or of magnitude "
+        f"{SMALLEST_STORABLE:g} to under {LARGEST_STORABLE:g})"
+    )
 
 
 def utf8_size(text: str) -> int:

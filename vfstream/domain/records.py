@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -17,7 +18,13 @@ from pydantic import (
 )
 
 from vfstream.domain.keys import fan_key
-from vfstream.domain.limits import DEFAULT_LIMITS, Limits, has_control_characters, over_bytes
+from vfstream.domain.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    has_control_characters,
+    number_refusal,
+    over_bytes,
+)
 from vfstream.errors import FileRejected
 
 SCORING_KEY_PATTERN = re.compile(
@@ -75,7 +82,24 @@ def as_aware(moment: datetime) -> datetime:
     return moment
 
 
-def parse_scoring_key(key: str, limits: Limits = DEFAULT_LIMITS) -> ScoringKey:
+def future_refusal(scored_at: datetime, now: datetime, limits: Limits) -> str | None:
+    """Why a scoring time too far ahead of ``now`` is refused, or None.
+
+    Fans are ordered by scoring time: a file dated 9999 would make every real later score of
+    its fans stale for good, silently (README "Limits").
+    """
+    ahead = (scored_at - now).total_seconds()
+    if ahead <= limits.future_skew_seconds:
+        return None
+    return (
+        f"{scored_at.isoformat()} is {ahead / 3600:,.1f} h in the future, past the allowed "
+        f"skew of {limits.future_skew_seconds / 3600:g} h"
+    )
+
+
+def parse_scoring_key(
+    key: str, limits: Limits = DEFAULT_LIMITS, now: datetime | None = None
+) -> ScoringKey:
     match = SCORING_KEY_PATTERN.match(key)
     if match is None:
         raise ScoringFileError(
@@ -98,6 +122,9 @@ def parse_scoring_key(key: str, limits: Limits = DEFAULT_LIMITS) -> ScoringKey:
         scored_at = parse_iso_datetime(match["date_time"])
     except ValueError as exc:
         raise ScoringFileError(f"object key {key!r} has an invalid dateTime: {exc}") from exc
+    too_far = future_refusal(scored_at, now or datetime.now(UTC), limits)
+    if too_far is not None:
+        raise ScoringFileError(f"object key: the dateTime {too_far}")
     return ScoringKey(
         campaign_id=match["campaign_id"],
         campaign_name=match["campaign_name"],
@@ -163,7 +190,40 @@ def normalise_email(value: str) -> str:
 
 FlexibleBool = Annotated[bool, BeforeValidator(parse_bool)]
 TagList = Annotated[list[str], BeforeValidator(split_tags)]
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Digits, one point, an exponent: what a scoring file writes. Python's float() also takes
+# "0.2_5", "inf" and "nan"; none of them is a score.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def plain_decimal(value: Any) -> Any:
+    """Text that reads as a number must be a plainly written decimal (``0.2_5``, ``1_0``,
+    ``nan`` and ``infinity`` are not); JSON numbers pass as they are, and other text is left
+    to the float validator's own message."""
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value.strip()):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if number != number or number in (float("inf"), float("-inf")):
+            return value  # "nan", "infinity": the validator says "finite"
+        raise ValueError(f"not a plainly written decimal number (got {value.strip()[:40]!r})")
+    return value
+
+
+def storable(value: float) -> float:
+    """A number every store can hold (``limits.number_refusal``); -0 is 0."""
+    reason = number_refusal(value)
+    if reason is not None:
+        raise ValueError(reason)
+    return value + 0.0  # -0.0 + 0.0 == 0.0
+
+
+FiniteFloat = Annotated[
+    float,
+    Field(allow_inf_nan=False),
+    BeforeValidator(plain_decimal),
+    AfterValidator(storable),
+]
 
 
 def _is_none(value: Any) -> bool:

@@ -4,14 +4,13 @@ property test holds the two together) and no per-field Python validators. No I/O
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from vfstream.domain.limits import DEFAULT_LIMITS, Limits, over_bytes
+from vfstream.domain.limits import DEFAULT_LIMITS, Limits, number_refusal, over_bytes
 from vfstream.domain.records import (
     ScoringKey,
     as_aware,
@@ -201,4 +200,6 @@ def _plain_float(text: str, short: int, limit: int) -> float | None:
     if not _ASCII_FLOAT.fullmatch(text):
         return None
     value = float(text)
-    return value if math.isfinite(value) else None
+    if number_refusal(value) is not None:
+        return None  # the slow path says why
+    return value + 0.0  # -0 is 0

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, model_validator
 
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
+from vfstream.domain.limits import DEFAULT_LIMITS, MAX_RUN_ID_BYTES, Limits, over_bytes
 from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
 from vfstream.domain.state import CountDelta
 
@@ -73,6 +74,49 @@ class TallyEffect:
     intents: list[ReportIntent]  # runs this message settled: their reports
 
 
+def message_refusal(
+    key: bytes | None, message: PartialsMessage, partitions: int, limits: Limits = DEFAULT_LIMITS
+) -> str | None:
+    """Why a partials message cannot be taken as it is, or None.
+
+    Any producer may write the topic. A message keyed by one campaign must speak of that
+    campaign, of a partition that exists, with counts that can be; its ids are bounded like
+    the ledger's (``fans.bookkeeping_refusal``), so no message can grow a campaign's totals,
+    one changelog message, past what the broker takes.
+    """
+    campaign = (key or b"").decode("utf-8", "replace")
+    part = message.partial or message.run or message.announce
+    assert part is not None
+    if part.campaignId != campaign:
+        return f"campaignId {part.campaignId[:40]!r} is not the message key {campaign[:40]!r}"
+    size = over_bytes(campaign, limits.id_bytes)
+    if size is not None:
+        return f"campaignId: {size} bytes, over the limit of {limits.id_bytes}"
+    partition = getattr(part, "partition", 0)
+    if not 0 <= partition < partitions:
+        return f"partition {partition} is not one of the {partitions} partitions"
+    if message.partial is not None:
+        partial = message.partial
+        if min(partial.verified, partial.rejected, partial.selected) < 0:
+            return "a partition's counts cannot be negative"
+    run_id = getattr(part, "runId", None)
+    if run_id is not None:
+        size = over_bytes(run_id, MAX_RUN_ID_BYTES)
+        if size is not None:
+            return f"runId: {size} bytes, over the limit of {MAX_RUN_ID_BYTES}"
+    if message.run is not None and message.run.applied < 0:
+        return "applied cannot be negative"
+    if message.announce is not None:
+        announce = message.announce
+        if announce.valid < 0 or announce.invalid < 0:
+            return "row counts cannot be negative"
+        for name, text in (("key", announce.key), ("campaignName", announce.campaignName)):
+            size = over_bytes(text, limits.field_bytes)
+            if size is not None:
+                return f"{name}: {size} bytes, over the limit of {limits.field_bytes}"
+    return None
+
+
 def apply_message(totals: CampaignTotals, message: PartialsMessage, now: datetime) -> TallyEffect:
     """Take one message into a campaign's totals; settle what it completes."""
     moved = CountDelta()
@@ -87,6 +131,7 @@ def apply_message(totals: CampaignTotals, message: PartialsMessage, now: datetim
         ReportIntent(kind=IntentKind.SETTLED, run=run, counts=counts, applied=run.valid)
         for run in totals.settle(now)
     ]
+    totals.bound()
     return TallyEffect(moved=moved, intents=intents)
 
 

@@ -32,6 +32,7 @@ from vfstream.domain.tally import (
     TallyEffect,
     add_to_window,
     apply_message,
+    message_refusal,
     overdue_intents,
 )
 from vfstream.metrics import CONSUMER_LAG
@@ -262,10 +263,19 @@ class VfStream:
             async for event in stream.events():
                 try:
                     message = PartialsMessage.from_bytes(event.value)
-                except ValidationError as exc:  # not ours, or damaged: one letter, go on
-                    await self._refuse_partials(event.key, event.value, str(exc)[:500])
+                    refusal = message_refusal(
+                        event.key, message, self.settings.topic_partitions, self.settings.limits
+                    )
+                    if refusal is not None:
+                        raise ValueError(refusal)
+                    effect = self.apply_tally(event.key or b"", message)
+                except Exception as exc:
+                    # Not ours, damaged or hostile (any producer may write the topic): one
+                    # dead letter, and the tally goes on rather than the agent dying.
+                    reason = str(exc) if isinstance(exc, ValidationError) else repr(exc)
+                    await self._refuse_partials(event.key, event.value, reason[:500])
                     continue
-                for intent in self.apply_tally(event.key, message).intents:
+                for intent in effect.intents:
                     await self.send_keyed(self.reports_topic, event.key, intent.to_bytes())
 
         @app.agent(self.reports_topic, name="report")

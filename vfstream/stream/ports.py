@@ -6,6 +6,7 @@ between flushes. Tests drive the ledger through these with fakes and no Faust.""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +33,10 @@ class StateStore(Protocol):
     def get(self, partition: int, key: bytes) -> bytes | None: ...
 
     def get_many(self, partition: int, keys: list[bytes]) -> list[bytes | None]: ...
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every stored key starting with ``prefix``, in key order, with its value."""
+        ...
 
     async def write(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
         """Write to the local store and the changelog, in order; return once the broker

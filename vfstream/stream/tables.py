@@ -14,6 +14,7 @@ one partition, rocksdict in raw mode).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -60,6 +61,12 @@ class FanStateStore:
             return []
         found: list[bytes | None] = self._db(partition).get(keys)
         return found
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self._db(partition).items(from_key=prefix):
+            if not key.startswith(prefix):
+                return
+            yield key, value
 
     async def _started(self) -> AIOKafkaProducer:
         async with self._starting:

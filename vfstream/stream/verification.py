@@ -31,6 +31,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -41,6 +42,7 @@ from vfstream.domain.fans import (
     Refused,
     ScoreRow,
     WriteStatus,
+    bookkeeping_refusal,
     decode_envelope,
     encode_record,
     iso_now,
@@ -51,6 +53,7 @@ from vfstream.domain.keys import (
     fan_key,
     index_key,
     partial_key,
+    partials_prefix,
     partition_for,
     position_key,
     run_key,
@@ -178,9 +181,11 @@ class VerificationLedger:
 
     # --- bookkeeping values ----------------------------------------------------------------
     def _load_index(self, partition: int, book: PartitionBook) -> dict[str, list[str]]:
+        """The partition's run index: its newest ``INDEXED_RUNS`` run ids, bounded in size
+        (``bookkeeping_refusal``). Campaigns are not indexed: their partials are found by key
+        prefix (``partials_of``), so no single value grows with the number of campaigns."""
         if book.index is None:
-            raw = self.store.get(partition, index_key(partition))
-            book.index = orjson.loads(raw) if raw else {"campaigns": [], "runs": []}
+            book.index = {"runs": _stored_index(self.store.get(partition, index_key(partition)))}
         return book.index
 
     def _partial(self, partition: int, book: PartitionBook, campaign: str) -> PartialTally:
@@ -317,8 +322,12 @@ class VerificationLedger:
         self.batches_in += 1
         try:
             records = read_batch(value)
-        except MalformedBatch as exc:
-            await self._refuse(partition, offset, None, key, value, [str(exc)], None)
+        except Exception as exc:
+            # MalformedBatch, or anything a hostile message provokes in the decoder: one
+            # dead letter, and the partition goes on (a RecursionError once killed the
+            # agent, the tail-fill read the message again, and the worker died in a loop).
+            reason = str(exc) if isinstance(exc, MalformedBatch) else _unreadable(exc)
+            await self._refuse(partition, offset, None, key, value, [reason], None)
             statuses[WriteStatus.INVALID] += 1
             self._count(statuses)
             return statuses
@@ -328,6 +337,13 @@ class VerificationLedger:
         for index, row in enumerate(records):
             if isinstance(row, Refused):
                 await self._refuse(partition, offset, index, key, row.raw, row.reasons, None)
+                statuses[WriteStatus.INVALID] += 1
+                continue
+            refusal = bookkeeping_refusal(row, self.limits)
+            if refusal is not None:
+                # Before any bookkeeping: its ids would become keys of partials and runs.
+                raw = encode_record(row)
+                await self._refuse(partition, offset, index, key, raw, [refusal], None)
                 statuses[WriteStatus.INVALID] += 1
                 continue
             fan = fan_key(row.campaignId, row.globalUserId).encode()
@@ -344,11 +360,15 @@ class VerificationLedger:
             if fan not in book.staged:
                 wanted.append(fan)
         stored = dict(zip(wanted, self.store.get_many(partition, wanted), strict=True))
-        now = iso_now()
+        moment = datetime.now(UTC)
+        now = iso_now(moment)
+        now_us = int(moment.timestamp() * 1_000_000)
         for index, row, fan in rows:
             position = position_of(offset, index)
             try:
-                status, reasons = self._apply(partition, position, book, fan, row, stored, now)
+                status, reasons = self._apply(
+                    partition, position, book, fan, row, stored, now, now_us
+                )
             except Exception as exc:
                 # A record the rules cannot take must not stop the partition (or the worker):
                 # it is dead-lettered alone and the fan keeps its last good state.
@@ -380,6 +400,7 @@ class VerificationLedger:
         row: ScoreRow,
         stored: dict[bytes, bytes | None],
         now: str,
+        now_us: int,
     ) -> tuple[WriteStatus, tuple[str, ...]]:
         staged = book.staged.get(fan)
         if staged is not None:
@@ -401,6 +422,7 @@ class VerificationLedger:
             run,
             now,
             self.limits,
+            now_us,
         )
         if applied.envelope is not None and applied.encoded is not None:
             # Staged, written at the flush: a fan's several rows cost one write.
@@ -494,9 +516,6 @@ class VerificationLedger:
                 body = partial.to_json()
                 items.append((partial_key(partition, campaign), body))
                 book.flushed[campaign] = partial.watermark
-                if campaign not in index["campaigns"]:
-                    index["campaigns"].append(campaign)
-                    grew = True
                 snapshots.append((campaign, partial_message(body)))
             for run_id in sorted(book.dirty_runs):
                 run = book.runs[run_id]
@@ -538,18 +557,12 @@ class VerificationLedger:
         out: list[Snapshot] = []
         for partition in sorted(partitions):
             book = self._books.get(partition)
-            raw_index = self.store.get(partition, index_key(partition))
-            index = orjson.loads(raw_index) if raw_index else {"campaigns": [], "runs": []}
-            for campaign in index["campaigns"]:
+            for stored_key, stored_body in self.store.scan(partition, partials_prefix(partition)):
+                campaign = stored_key[len(partials_prefix(partition)) :].decode()
                 partial = book.partials.get(campaign) if book else None
-                body = (
-                    partial.to_json()
-                    if partial
-                    else self.store.get(partition, partial_key(partition, campaign))
-                )
-                if body:
-                    out.append((campaign, partial_message(body)))
-            for run_id in index["runs"]:
+                body = partial.to_json() if partial else stored_body
+                out.append((campaign, partial_message(body)))
+            for run_id in _stored_index(self.store.get(partition, index_key(partition))):
                 run = book.runs.get(run_id) if book else None
                 body = (
                     run.to_json() if run else self.store.get(partition, run_key(partition, run_id))
@@ -558,6 +571,15 @@ class VerificationLedger:
                     decoded = orjson.loads(body)
                     out.append((decoded["campaignId"], run_message(body)))
         return out
+
+
+def _stored_index(raw: bytes | None) -> list[str]:
+    """The run ids of a stored index (older indexes also list campaigns: ignored)."""
+    return list(orjson.loads(raw).get("runs", [])) if raw else []
+
+
+def _unreadable(exc: BaseException) -> str:
+    return f"unreadable message: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 async def _no_ack(event: Any) -> None:

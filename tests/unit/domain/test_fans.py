@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from tests.unit.domain.test_records import valid_rows
 from vfstream.domain.batches import MalformedBatch, encode_batch
 from vfstream.domain.fans import (
+    TOO_DEEP,
     Envelope,
     Refused,
     ScoreRow,
@@ -145,3 +146,14 @@ def test_the_hot_path_row_has_exactly_the_edge_records_fields() -> None:
     from vfstream.domain.records import ScoreRecord
 
     assert set(ScoreRow.__struct_fields__) == set(ScoreRecord.model_fields)
+
+
+def test_json_nested_deeper_than_the_decoder_goes_is_malformed_not_a_crash() -> None:
+    for deep in (b"[" * 30_000, b'{"v":1,"records":[' + b"[" * 30_000 + b"]" * 30_000 + b"]}"):
+        with pytest.raises(MalformedBatch, match="nested deeper"):
+            read_batch(deep)
+    deep_record = b'{"source":{"a":' + b"[" * 30_000 + b"]" * 30_000 + b"}}"
+    with pytest.raises(MalformedBatch, match="nested deeper"):
+        read_batch(b'{"v":1,"records":[' + deep_record + b"]}")
+    refused = row_from_json(deep_record)
+    assert isinstance(refused, Refused) and refused.reasons == [TOO_DEEP]

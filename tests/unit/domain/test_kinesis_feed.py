@@ -273,3 +273,20 @@ def test_a_feed_record_is_valid_exactly_when_the_same_csv_row_would_be(
         assert isinstance(from_feed, ScoreRecord)
         ignored = {"source", "campaignName"}
         assert from_feed.model_dump(exclude=ignored) == from_file.model_dump(exclude=ignored)
+
+
+def test_a_scored_at_beyond_the_future_skew_is_refused_naming_it() -> None:
+    rejected = parse_feed_record(orjson.dumps(feed(scoredAt="9999-12-31T23:59:59Z")), WHERE)
+
+    assert isinstance(rejected, FeedRejection)
+    assert any(
+        reason.startswith("scoredAt: ") and "past the allowed skew of 24 h" in reason
+        for reason in rejected.reasons
+    ), rejected.reasons
+
+
+def test_a_feed_number_too_small_to_store_is_refused() -> None:
+    rejected = parse(feed(score=1e-320))
+
+    assert isinstance(rejected, FeedRejection)
+    assert any("cannot be stored" in reason for reason in rejected.reasons), rejected.reasons

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from tests.support.rows import MINIMAL_ROW
+from vfstream.domain.limits import Limits
 from vfstream.domain.records import (
     CSV_COLUMNS,
     REQUIRED_COLUMNS,
@@ -583,7 +584,13 @@ _NAME = st.text(
 )
 _FREE = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
 _BOOL = st.sampled_from(["true", "false", "TRUE", "False", "1", "0", "yes", "no", "YES", "No"])
-_FLOAT = st.floats(allow_nan=False, allow_infinity=False).map(repr)
+# What every store can hold (limits.number_refusal): 0, or a magnitude from 1e-130 to 1e126.
+_STORABLE = st.one_of(
+    st.just(0.0),
+    st.floats(min_value=1e-130, max_value=9.9e125),
+    st.floats(min_value=-9.9e125, max_value=-1e-130),
+)
+_FLOAT = _STORABLE.map(repr)
 _TAGS = st.lists(
     st.text(st.characters(exclude_categories=("Cs",), exclude_characters="|"), max_size=20),
     max_size=10,
@@ -602,7 +609,7 @@ def valid_rows(draw: st.DrawFn) -> tuple[dict[str, str], ScoringKey]:
         "id": f"{user}{draw(st.integers(0, 99)):03d}",
         "campaign_id": campaign,
         "event_id": draw(_NAME),
-        "score": repr(draw(st.floats(0.0, 1.0))),
+        "score": repr(draw(st.one_of(st.just(0.0), st.floats(1e-130, 1.0)))),
         "isVerified": draw(_BOOL),
     }
     optional = {
@@ -652,3 +659,47 @@ def test_any_valid_row_round_trips_through_json(case: tuple[dict[str, str], Scor
     assert again == record
     assert again.to_json() == record.to_json()
     assert again.scoredAt.tzinfo is not None
+
+
+# ---- issue #20: no timestamp freezes a fan, no score a store cannot hold ----------------
+
+KEY_AT = "scrubbed/registrants.c1.tour.{}.cleaned.prepared.merged.csv"
+
+
+def test_a_key_dated_beyond_the_future_skew_fails_the_file_and_one_within_it_does_not() -> None:
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+
+    with pytest.raises(ScoringFileError, match="in the future, past the allowed skew of 24 h"):
+        parse_scoring_key(KEY_AT.format("99991231T235959Z"), now=now)
+    with pytest.raises(ScoringFileError, match="past the allowed skew"):
+        parse_scoring_key(KEY_AT.format("20261203T120001Z"), now=now)
+    assert parse_scoring_key(KEY_AT.format("20261203T115959Z"), now=now).scored_at.day == 3
+    relaxed = Limits(future_skew_seconds=10 * 365 * 86400)
+    assert parse_scoring_key(KEY_AT.format("20301231T000000Z"), relaxed, now=now)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("0.2_5", "not a plainly written decimal number"),
+        ("1_0", "not a plainly written decimal number"),
+        ("1e-320", "cannot be stored"),
+        ("4.9e-324", "cannot be stored"),
+        ("1e-131", "cannot be stored"),
+    ],
+)
+def test_a_score_python_would_parse_but_no_store_holds_is_refused(text: str, reason: str) -> None:
+    values = {**MINIMAL_ROW, "score": text}
+
+    reasons = build_score_record(values, KEY, SOURCE)
+
+    assert isinstance(reasons, list) and any(
+        r.startswith("score: ") and reason in r for r in reasons
+    ), reasons
+
+
+def test_minus_zero_is_zero_and_the_smallest_storable_score_is_kept() -> None:
+    for text, expected in (("-0", 0.0), ("-0.0", 0.0), ("1e-130", 1e-130)):
+        record = build_score_record({**MINIMAL_ROW, "score": text}, KEY, SOURCE)
+        assert isinstance(record, ScoreRecord), record
+        assert record.score == expected and str(record.score) == str(expected)

@@ -9,6 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from vfstream.domain.ledger import (
+    PENDING_RUNS,
+    TRACKED_RUNS,
     CampaignTotals,
     PartialCounts,
     PartialTally,
@@ -23,6 +25,7 @@ from vfstream.domain.tally import (
     announce_message,
     apply_message,
     correction_message,
+    message_refusal,
     overdue_intents,
     partial_message,
     run_message,
@@ -133,3 +136,61 @@ def test_a_window_adds_up_every_move() -> None:
     window = add_to_window(window, CountDelta(verified=-1, selected=1))
 
     assert orjson.loads(window) == {"verified": 1, "rejected": 1, "selected": 1}
+
+
+# ---- issue #20: any producer may write the partials topic -------------------------------
+
+
+def announce(run_id: str, campaign: str = "c1", **changes: object) -> PartialsMessage:
+    run = RunAnnouncement(runId=run_id, campaignId=campaign, valid=1)
+    return PartialsMessage(announce=run.model_copy(update=changes))
+
+
+@pytest.mark.parametrize(
+    ("key", "message", "reason"),
+    [
+        (b"c2", PartialsMessage(partial=PartialCounts(campaignId="c1", partition=0)), "key"),
+        (b"c1", PartialsMessage(partial=PartialCounts(campaignId="c1", partition=6)), "partition"),
+        (b"c1", PartialsMessage(partial=PartialCounts(campaignId="c1", partition=-1)), "partition"),
+        (
+            b"c1",
+            PartialsMessage(partial=PartialCounts(campaignId="c1", partition=0, verified=-5)),
+            "negative",
+        ),
+        (b"c1", announce("r" * 600), "runId: 600 bytes"),
+        (b"c1", announce("r1", key="k" * 2000), "key: 2000 bytes"),
+        (b"c1", announce("r1", valid=-1), "negative"),
+        (
+            b"c1",
+            PartialsMessage(run=RunProgress(runId="r1", campaignId="c1", partition=0, applied=-1)),
+            "negative",
+        ),
+        (("c" * 300).encode(), announce("r1", campaign="c" * 300), "campaignId: 300 bytes"),
+    ],
+)
+def test_a_message_that_cannot_be_so_is_refused_with_its_reason(
+    key: bytes, message: PartialsMessage, reason: str
+) -> None:
+    refused = message_refusal(key, message, partitions=6)
+
+    assert refused is not None and reason in refused
+
+
+def test_the_ledgers_own_messages_are_taken() -> None:
+    partial = PartialCounts(campaignId="c1", partition=5, verified=3, watermark=9)
+    assert message_refusal(b"c1", PartialsMessage(partial=partial), partitions=6) is None
+    assert message_refusal(b"c1", announce("0123456789abcdef"), partitions=6) is None
+
+
+def test_a_campaigns_totals_stay_bounded_whatever_runs_arrive() -> None:
+    totals = CampaignTotals(campaignId="c1")
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    for n in range(2_000):
+        apply_message(totals, announce(f"pending-{n:05d}", valid=10), now)
+        progress = RunProgress(runId=f"seen-{n:05d}", campaignId="c1", partition=0, applied=1)
+        apply_message(totals, PartialsMessage(run=progress), now)
+
+    assert len(totals.announced) == PENDING_RUNS
+    assert list(totals.announced)[-1] == "pending-01999", "the newest are kept"
+    assert len(totals.runs) == TRACKED_RUNS
+    assert len(totals.to_bytes()) < 512 * 1024

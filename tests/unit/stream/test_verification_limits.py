@@ -5,6 +5,7 @@ last good state, the run still settles and the records around it are applied."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -116,4 +117,126 @@ def test_a_record_the_rules_cannot_apply_is_dead_lettered_and_the_partition_goes
     statuses = harness.run([poison("u1", 0, "a"), poison("u2", 0, "b")])
     assert statuses == [WriteStatus.FAILED, WriteStatus.CREATED]
     assert harness.letters[0]["reasons"] == ["applying the record failed: ValueError: boom"]
+    assert recount(harness.table.data) == {"c1": (1, 0, 0)}
+
+
+# ---- issue #20: hostile messages from any producer of the topic -------------------------
+
+
+def raw_event(offset: int, value: bytes) -> Any:
+    return event(offset).__class__(key=None, value=value, message=event(offset).message)
+
+
+def test_a_message_nested_too_deep_for_the_decoder_is_one_dead_letter_and_the_rest_applied() -> (
+    None
+):
+    harness = Harness(Limits())
+
+    async def scenario() -> list[Any]:
+        deep = b'{"v":1,"records":[' + b"[" * 20_000 + b"]" * 20_000 + b"]}"
+        counted = [
+            await harness.ledger.handle(raw_event(0, deep), harness._ack),
+            await harness.ledger.handle(raw_event(1, b"[" * 50_000), harness._ack),
+            await harness.ledger.handle(event(2, poison("u1", 0, "a")), harness._ack),
+        ]
+        await harness.ledger.flush(PARTITION, harness._ack)
+        return counted
+
+    counted = asyncio.run(scenario())
+
+    assert [dict(c) for c in counted] == [{"invalid": 1}, {"invalid": 1}, {"created": 1}]
+    assert len(harness.letters) == 2
+    assert all("nested deeper" in letter["reasons"][0] for letter in harness.letters)
+    assert recount(harness.table.data) == {"c1": (1, 0, 0)}
+
+
+def long_id_record(offset: int, campaign: str, run: str = "run-1") -> Any:
+    record = poison("u1", 0, "a").model_copy(
+        update={"campaignId": campaign, "source": SOURCE.model_copy(update={"run": run})}
+    )
+    return event(offset, record)
+
+
+def test_ids_and_run_ids_past_their_limits_leave_no_bookkeeping_behind() -> None:
+    """A foreign producer's 45 KB campaign ids once grew one partition's campaign index past
+    1 MiB: the flush failed and the worker died. Refused before any bookkeeping now."""
+    harness = Harness(Limits())
+
+    async def scenario() -> None:
+        for offset in range(30):
+            await harness.ledger.handle(
+                long_id_record(offset, f"c{offset:02d}" + "x" * 45_000), harness._ack
+            )
+        await harness.ledger.handle(long_id_record(30, "c1", run="r" * 5_000), harness._ack)
+        await harness.ledger.handle(long_id_record(31, "c1\x1b[2J"), harness._ack)
+        await harness.ledger.handle(event(32, poison("u1", 0, "a")), harness._ack)
+        await harness.ledger.flush(PARTITION, harness._ack)
+
+    asyncio.run(scenario())
+
+    reasons = [letter["reasons"][0] for letter in harness.letters]
+    assert reasons[:30] == ["campaignId: 45003 bytes, over the limit of 256"] * 30
+    assert reasons[30] == "source.run: 5000 bytes, over the limit of 512"
+    assert reasons[31] == "campaignId: holds control characters"
+    assert max(len(key) + len(value) for key, value in harness.table.changelog) < 2_000
+    assert recount(harness.table.data) == {"c1": (1, 0, 0)}
+
+
+def test_the_index_no_longer_grows_with_campaigns_and_every_partial_is_re_announced() -> None:
+    harness = Harness(Limits())
+    records = [
+        poison("u1", 0, "a").model_copy(update={"campaignId": f"camp{n:05d}"}) for n in range(500)
+    ]
+
+    async def scenario() -> None:
+        for offset, record in enumerate(records):
+            await harness.ledger.handle(event(offset, record), harness._ack)
+        await harness.ledger.flush(PARTITION, harness._ack)
+
+    asyncio.run(scenario())
+
+    index = orjson.loads(harness.table.data[b"#index:%d" % PARTITION])
+    assert set(index) == {"runs"} and index["runs"] == ["run-1"]
+    announced = {campaign for campaign, _ in harness.ledger.snapshots_for({PARTITION})}
+    assert {f"camp{n:05d}" for n in range(500)} <= announced
+
+
+def test_a_score_in_the_future_or_unstorable_is_refused_and_still_counts_for_its_run() -> None:
+    harness = Harness(Limits())
+    future = poison("u1", 0, "a").model_copy(
+        update={"scoredAt": datetime(9999, 12, 31, tzinfo=UTC)}
+    )
+    tiny = poison("u2", 0, "a").model_copy(update={"score": 1e-320})
+
+    statuses = harness.run([future, tiny, poison("u3", 0, "a")])
+
+    assert statuses == [WriteStatus.INVALID, WriteStatus.INVALID, WriteStatus.CREATED]
+    assert "past the allowed skew of 24 h" in harness.letters[0]["reasons"][0]
+    assert "cannot be stored" in harness.letters[1]["reasons"][0]
+    progress = orjson.loads(harness.table.data[run_key(PARTITION, "run-1")])
+    assert progress["applied"] == 3, "the run still settles"
+    assert recount(harness.table.data) == {"c1": (1, 0, 0)}
+
+
+def test_a_fan_frozen_by_a_far_future_score_before_the_fix_takes_its_next_real_score() -> None:
+    # A state stored while such times were accepted: skew of 10,000 years, then the default.
+    frozen = poison("u1", 0, "old").model_copy(
+        update={"scoredAt": datetime(9999, 12, 31, tzinfo=UTC), "isVerified": False}
+    )
+    accepting = Harness(Limits(future_skew_seconds=3e11))
+    accepting.run([frozen])
+    harness = Harness(Limits())
+    harness.table = accepting.table
+    harness.ledger = VerificationLedger(
+        harness.table, harness._emit, harness._dead_letter, limits=Limits()
+    )
+
+    async def later() -> None:
+        await harness.ledger.handle(event(5, poison("u1", 0, "new")), harness._ack)
+        await harness.ledger.flush(PARTITION, harness._ack)
+
+    asyncio.run(later())
+
+    state = harness.state_of("u1")
+    assert state.isVerified is True and [e.eventId for e in state.events] == ["new"]
     assert recount(harness.table.data) == {"c1": (1, 0, 0)}
