@@ -4,7 +4,8 @@ Every retry in vfstream waits the same way: exponential backoff with full jitter
 wait up to ``first * 2**attempt``, capped), so many workers retrying one service spread
 out instead of arriving together. ``retrying`` is the loop for calls that can simply be
 made again; ``Backoff.seconds`` serves the loops that must stay their own (a relay whose
-sleep a rebalance interrupts, slack-sdk's retry handlers, a poller that never gives up).
+sleep a rebalance interrupts, the Slack notifier's deadline-bound attempts and Retry-After
+waits, a poller that never gives up).
 """
 
 from __future__ import annotations

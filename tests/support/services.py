@@ -3,8 +3,9 @@ campaign service) in tests: they answer from a script and record every request."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,6 +13,8 @@ import orjson
 from aiohttp import web
 
 from vfstream.dev.stack import free_port
+
+NO_ANSWER = 0  # the status recorded for a request the service held and never answered
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class Received:
     method: str
     path: str  # with the query string
     body: bytes
-    status: int  # what the service answered
+    status: int  # what the service answered; NO_ANSWER for a request it held (``hang``)
 
     def json(self) -> Any:
         return orjson.loads(self.body)
@@ -42,12 +45,17 @@ class ScriptedService:
     """Each request to a path takes the next scripted answer; the last one repeats.
 
     ``fallback`` answers paths without a script. ``requests`` lists what was received.
+    ``hang``, asked with a request's path and body when it arrives, makes the service a slow
+    one: a request it says yes to is accepted and never answered (held open until the
+    client gives up; recorded at once with status ``NO_ANSWER``).
     """
 
     url: str = ""
     script: dict[str, list[Answer]] = field(default_factory=dict)
     fallback: Answer = field(default_factory=lambda: Answer(404, "{}"))
     requests: list[Received] = field(default_factory=list)
+    hang: Callable[[str, bytes], bool] | None = None
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def hits(self, path: str) -> int:
         return sum(1 for request in self.requests if request.path == path)
@@ -56,11 +64,22 @@ class ScriptedService:
         return [
             r.json()
             for r in self.requests
-            if (path is None or r.path == path) and (not succeeded or r.status < 300)
+            if (path is None or r.path == path) and (not succeeded or 200 <= r.status < 300)
         ]
+
+    def unanswered(self, path: str) -> int:
+        return sum(1 for r in self.requests if r.path == path and r.status == NO_ANSWER)
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.hang is not None and self.hang(request.path_qs, body):
+            self.requests.append(Received(request.method, request.path_qs, body, NO_ANSWER))
+            while not self.closing.is_set():
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    break
+                await asyncio.sleep(0.05)
+            return web.Response(status=504)  # to nobody: the client has gone
         answers = self.script.get(request.path_qs) or [self.fallback]
         answer = answers[0] if len(answers) == 1 else answers.pop(0)
         self.requests.append(Received(request.method, request.path_qs, body, answer.status))
@@ -85,4 +104,5 @@ async def scripted_service(port: int | None = None) -> AsyncIterator[ScriptedSer
     try:
         yield service
     finally:
+        service.closing.set()
         await runner.cleanup()
