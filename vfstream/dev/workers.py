@@ -95,6 +95,36 @@ class WorkerProcess:
                 self.kill()
         return self.proc.returncode
 
+    def rss_mb(self) -> float:
+        """The worker's resident memory now, in MB (Linux ``/proc``)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def connections_to(self, port: int) -> int:
+        """TCP connections the worker has open to ``port`` (its Kafka clients' to a broker,
+        say), from Linux ``/proc``."""
+        assert self.proc is not None
+        sockets = set()
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    sockets.add(target[8:-1])
+        count = 0
+        for table in ("tcp", "tcp6"):
+            with contextlib.suppress(OSError):
+                lines = Path(f"/proc/{self.proc.pid}/net/{table}").read_text().splitlines()
+                for line in lines[1:]:
+                    fields = line.split()
+                    remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                    # state 01 is ESTABLISHED; field 9 the socket's inode
+                    if remote_port == port and fields[3] == "01" and fields[9] in sockets:
+                        count += 1
+        return count
+
     def kill(self) -> None:
         """kill -9 the worker and everything it started: a crash, not a shutdown."""
         if self.proc is None:

@@ -1,23 +1,37 @@
 """The operator's console: the page, and the JSON behind it gathered from every worker
-(runs, workers' activity, dead letters, campaigns)."""
+(runs, workers' activity, dead letters, campaigns).
+
+Every open page asks every route every 2 s, so no route does work per request (issue #20):
+each answer is kept ``CONSOLE_SECONDS`` and computed once for everyone asking meanwhile
+(``SharedAnswers``); this worker's campaigns and runs come from one summary of its tables,
+refreshed at most that often in a thread of its own and decoding only the values that
+changed; other workers are asked once for everyone, in parallel, through the app's one HTTP
+session; dead letters come from the worker's one tail of their topic (``web.letters``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiohttp
-from cachetools import TTLCache
+import orjson
 from faust.web import Request, Response, View
+from pydantic import ValidationError
 
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
-from vfstream.ops.reads import recent_dead_letters
 from vfstream.web.auth import peer_headers
+from vfstream.web.letters import DeadLetterTail
+from vfstream.web.shared import SharedAnswers
 from vfstream.web.views import (
     CAMPAIGN,
-    DEAD_LETTER_CACHE_SECONDS,
     STATIC_FILES,
     STATIC_TYPES,
     bounded_int,
@@ -29,9 +43,25 @@ from vfstream.web.views import (
 if TYPE_CHECKING:
     from vfstream.stream.app import VfStream
 
+log = logging.getLogger(__name__)
 
-def register_console_views(stream: VfStream) -> None:
+CONSOLE_SECONDS = 1.0  # how long any console answer is kept for everyone asking
+PEER_TIMEOUT_SECONDS = 3.0
+RUNS_KEPT = 500  # the newest runs a worker keeps ready (the most /dashboard/runs shows)
+CAMPAIGNS_SHOWN = 50  # /dashboard/campaigns without a limit
+CAMPAIGNS_MOST = 500
+SCAN_ATTEMPTS = 3
+
+
+def register_console_views(stream: VfStream) -> Console:
     app = stream.app
+    console = Console(stream)
+
+    # The web server's cleanup (the worker stopping) stops the tail and the scan thread.
+    async def stop_console(_: Any) -> None:
+        await console.stop()
+
+    app.web.web_app.on_cleanup.append(stop_console)
 
     @app.page("/")
     class Dashboard(View):
@@ -45,6 +75,9 @@ def register_console_views(stream: VfStream) -> None:
             if body is None or name.endswith(".html"):
                 return json_response(self, {"error": "no such file"}, 404)
             return self.bytes(body, content_type=STATIC_TYPES[name.rsplit(".", 1)[-1]])
+
+    def json_bytes(view: View, body: bytes) -> Response:
+        return view.bytes(body, content_type="application/json")
 
     @app.page(f"/campaigns/{CAMPAIGN}/runs")
     class CampaignRuns(View):
@@ -60,30 +93,24 @@ def register_console_views(stream: VfStream) -> None:
     class LocalRuns(View):
         async def get(self, request: Request) -> Response:
             campaign = request.query.get("campaign") or None
-            return json_response(self, {"runs": local_runs(stream, campaign)})
+            return json_bytes(self, await console.local_runs(campaign))
 
     @app.page("/dashboard/runs")
     class AllRuns(View):
         async def get(self, request: Request) -> Response:
             campaign = request.query.get("campaign") or None
-            limit = bounded_int(request.query.get("limit"), default=100, most=500)
-            return json_response(self, {"runs": await all_runs(stream, campaign, limit)})
+            limit = bounded_int(request.query.get("limit"), default=100, most=RUNS_KEPT)
+            return json_bytes(self, await console.all_runs(campaign, limit))
 
     @app.page("/worker/activity")
     class WorkerActivity(View):
         async def get(self, request: Request) -> Response:
-            return json_response(self, worker_activity(stream))
+            return json_bytes(self, await console.worker_activity())
 
     @app.page("/dashboard/workers")
     class AllWorkers(View):
         async def get(self, request: Request) -> Response:
-            others = await from_other_workers(stream, "/worker/activity")
-            workers = sorted([worker_activity(stream), *others], key=lambda w: w["worker"])
-            return json_response(self, {"workers": workers})
-
-    dead_letter_cache: TTLCache[tuple[str | None, str | None, int], Any] = TTLCache(
-        maxsize=64, ttl=DEAD_LETTER_CACHE_SECONDS
-    )
+            return json_bytes(self, await console.all_workers())
 
     @app.page("/dashboard/dead-letters")
     class DeadLetters(View):
@@ -91,93 +118,296 @@ def register_console_views(stream: VfStream) -> None:
             campaign = request.query.get("campaign") or None
             kind = request.query.get("kind") or None
             limit = bounded_int(request.query.get("limit"), default=20, most=200)
-            query = (campaign, kind, limit)
-            if query not in dead_letter_cache:
-                try:
-                    dead_letter_cache[query] = await recent_dead_letters(
-                        stream.settings, campaign=campaign, kind=kind, limit=limit
-                    )
-                except Exception as exc:  # the broker away: say so, keep serving
-                    return unavailable(self, type(exc).__name__)
-            return json_response(self, {"deadLetters": dead_letter_cache[query]})
+            try:
+                body = await console.letters.answer(campaign, kind, limit)
+            except Exception as exc:  # the broker away: say so, keep serving
+                return unavailable(self, type(exc).__name__)
+            return json_bytes(self, body)
 
     @app.page("/campaigns/local")
     class LocalCampaigns(View):
         async def get(self, request: Request) -> Response:
-            return json_response(self, {"campaigns": local_campaigns(stream)})
+            limit = bounded_int(
+                request.query.get("limit"), default=CAMPAIGNS_MOST, most=CAMPAIGNS_MOST
+            )
+            return json_bytes(self, await console.local_campaigns(limit))
 
     @app.page("/dashboard/campaigns")
     class AllCampaigns(View):
         async def get(self, request: Request) -> Response:
-            return json_response(self, {"campaigns": await all_campaigns(stream)})
+            limit = bounded_int(
+                request.query.get("limit"), default=CAMPAIGNS_SHOWN, most=CAMPAIGNS_MOST
+            )
+            return json_bytes(self, await console.all_campaigns(limit))
+
+    return console
 
 
-def local_campaigns(stream: VfStream) -> list[dict[str, Any]]:
-    """Counts of the campaigns whose counts this worker owns."""
-    out = []
-    for value in stream.campaign_counts.values():
-        if value:
-            out.append(CampaignTotals.from_bytes(value).as_public())
-    return out
+@dataclass
+class Summary:
+    """This worker's campaigns (counts, newest run first) and its newest runs."""
+
+    campaigns: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def from_other_workers(stream: VfStream, path: str) -> list[Any]:
-    """Every other worker's JSON answer to ``path`` (the workers the assignment knows)."""
-    me = str(stream.app.conf.canonical_url).rstrip("/")
-    try:
-        hosts = {str(host).rstrip("/") for host in stream.app.router.tables_metadata()}
-    except Exception:
-        hosts = set()
-    answers: list[Any] = []
-    # Another worker asks for a token as this one does: this worker's own first token.
-    headers = peer_headers(stream.settings)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-        for url in sorted(hosts - {me}):
+def last_run_at(totals: CampaignTotals) -> str:
+    """When the campaign's newest run was announced (settled, for a run announced before
+    the time was kept): the key ``newest_first`` orders its rows by; "" without runs."""
+    times = [run.announcedAt.isoformat() for run in totals.announced.values() if run.announcedAt]
+    for settled in totals.history:
+        at = settled.run.announcedAt or settled.settledAt
+        times.append(at.isoformat())
+    return max(times, default="")
+
+
+class LocalSummary:
+    """One summary of this worker's campaign-counts and report tables for every console
+    route, at most ``CONSOLE_SECONDS`` old. The scan runs in a thread of its own, so the
+    event loop (and the counting) never waits for it; a value that did not change since the
+    last scan is not decoded again. A scan that meets a rebalance (the store's partitions
+    changing under it) is tried again, and at worst the last summary is kept."""
+
+    def __init__(self, stream: VfStream) -> None:
+        self.stream = stream
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vfstream-console")
+        self._shared: SharedAnswers[Summary] = SharedAnswers(ttl=CONSOLE_SECONDS, maxsize=1)
+        # key -> ((len, hash) of the value, its public counts or None when damaged, last run)
+        self._memo: dict[bytes, tuple[tuple[int, int], dict[str, Any] | None, str]] = {}
+        # key -> (its memo digest, its report book's, its run rows): the campaigns whose runs
+        # the last summary read.
+        self._rows: dict[bytes, tuple[tuple[int, int], tuple[int, int], list[Any]]] = {}
+        self._last = Summary()
+        self.scans = 0
+
+    async def current(self) -> Summary:
+        return await self._shared.get("summary", self._refresh)
+
+    async def _refresh(self) -> Summary:
+        loop = asyncio.get_running_loop()
+        for _ in range(SCAN_ATTEMPTS):
             try:
-                async with session.get(url + path, headers=headers) as resp:
-                    if resp.status != 200:  # refused (another token) or failing: left out
-                        continue
-                    answers.append(await resp.json())
-            except (aiohttp.ClientError, TimeoutError, ValueError):
+                self._last = await loop.run_in_executor(self._executor, self._scan)
+                return self._last
+            except RuntimeError:  # "changed size during iteration": a rebalance moved stores
+                await asyncio.sleep(0.1)
+        return self._last
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _scan(self) -> Summary:
+        """In the scan thread: only iterations of the stores (``items``), never a keyed
+        read, which would touch the store's key index the event loop uses unguarded."""
+        self.scans += 1
+        memo: dict[bytes, tuple[tuple[int, int], dict[str, Any] | None, str]] = {}
+        # The campaigns with the newest runs (enough of them to hold the newest runs), and
+        # their values: (last run, key, value), a heap, the oldest on top.
+        newest: list[tuple[str, bytes, bytes]] = []
+        for key, raw in self.stream.campaign_counts.data.items():
+            if not raw:
                 continue
-    return answers
+            digest = (len(raw), hash(raw))
+            entry = self._memo.get(key)
+            if entry is None or entry[0] != digest:
+                try:
+                    totals = CampaignTotals.from_bytes(raw)
+                except ValidationError:
+                    log.warning("campaign-counts value of %r is damaged: left out", key[:40])
+                    entry = (digest, None, "")
+                else:
+                    entry = (digest, totals.as_public(), last_run_at(totals))
+            memo[key] = entry
+            if entry[1] is not None and entry[2]:
+                if len(newest) < RUNS_KEPT:
+                    heapq.heappush(newest, (entry[2], key, raw))
+                elif (entry[2], key) > newest[0][:2]:
+                    heapq.heapreplace(newest, (entry[2], key, raw))
+        self._memo = memo
+        ordered = [(key, entry[1], entry[2]) for key, entry in memo.items() if entry[1]]
+        ordered.sort(key=lambda item: item[1]["campaignId"])
+        ordered.sort(key=lambda item: item[2], reverse=True)
+        campaigns = [{**public, "lastRunAt": at or None} for _, public, at in ordered]
+        values = {key: raw for _, key, raw in newest}
+        books = {
+            key: book
+            for key, book in self.stream.report_books.data.items()
+            if key in values and book
+        }
+        runs = self._newest_runs([(key, at) for key, _, at in ordered], values, books)
+        return Summary(campaigns, runs)
+
+    def _newest_runs(
+        self, ordered: list[tuple[bytes, str]], values: dict[bytes, bytes], books: dict
+    ) -> list[dict[str, Any]]:
+        """The newest ``RUNS_KEPT`` runs: campaigns are taken newest run first, so the
+        reading stops at the first campaign whose newest run is older than them all; the
+        rows of a campaign whose counts and report book did not change are not made again
+        (kept for the campaigns read last time only)."""
+        rows: list[dict[str, Any]] = []
+        kept: dict[bytes, tuple[tuple[int, int], tuple[int, int], list[dict[str, Any]]]] = {}
+        for key, at in ordered:
+            if not at or key not in values:
+                break
+            if len(rows) >= RUNS_KEPT and run_time(rows[-1]) >= at:
+                break
+            digest = self._memo[key][0]
+            raw_book = books.get(key)
+            book_digest = (len(raw_book), hash(raw_book)) if raw_book else (0, 0)
+            entry = self._rows.get(key)
+            if entry is None or entry[:2] != (digest, book_digest):
+                entry = (digest, book_digest, self._runs_of(values[key], raw_book))
+            kept[key] = entry
+            rows = newest_first(rows + entry[2])[:RUNS_KEPT]
+        self._rows = kept
+        return rows
+
+    @staticmethod
+    def _runs_of(raw: bytes | None, raw_book: bytes | None) -> list[dict[str, Any]]:
+        if not raw:
+            return []
+        try:
+            totals = CampaignTotals.from_bytes(raw)
+            book = ReportBook.from_bytes(raw_book) if raw_book else None
+        except ValidationError:
+            return []
+        return run_rows(totals, book)
+
+    def runs_of(self, campaign: str) -> list[dict[str, Any]]:
+        """One campaign's runs when this worker owns its counts (not a standby copy); read
+        in the event loop (one value)."""
+        key = campaign.encode()
+        if self.stream.partition_of(key) not in self.stream.owned_partitions(
+            self.stream.settings.partials_topic
+        ):
+            return []
+        return self._runs_of(
+            self.stream.campaign_counts.data.get(key), self.stream.report_books.data.get(key)
+        )
 
 
-async def all_campaigns(stream: VfStream) -> list[dict[str, Any]]:
-    """Every worker's local campaigns, gathered through the table's routing metadata."""
-    merged = {item["campaignId"]: item for item in local_campaigns(stream)}
-    for answer in await from_other_workers(stream, "/campaigns/local"):
-        for item in answer.get("campaigns", []):
-            merged[item["campaignId"]] = item
-    return sorted(merged.values(), key=lambda item: item["campaignId"])
+def run_time(row: dict[str, Any]) -> str:
+    return row["announcedAt"] or row["settledAt"] or ""
 
 
-def local_runs(stream: VfStream, campaign: str | None = None) -> list[dict[str, Any]]:
-    """The scoring runs of the campaigns this worker holds counts of."""
-    rows: list[dict[str, Any]] = []
-    for key, value in stream.campaign_counts.items():
-        if not value or (campaign is not None and key != campaign.encode()):
-            continue
-        totals = CampaignTotals.from_bytes(value)
-        raw_book = stream.report_books.get(key)
-        rows.extend(run_rows(totals, ReportBook.from_bytes(raw_book) if raw_book else None))
-    return rows
+class Console:
+    """What the console's routes answer from, one per worker."""
 
+    def __init__(self, stream: VfStream) -> None:
+        self.stream = stream
+        self.letters = DeadLetterTail(stream.settings)
+        self.summary = LocalSummary(stream)
+        self._answers: SharedAnswers[bytes] = SharedAnswers(ttl=CONSOLE_SECONDS, maxsize=512)
+        self._peers: SharedAnswers[list[Any]] = SharedAnswers(ttl=CONSOLE_SECONDS, maxsize=512)
 
-async def all_runs(stream: VfStream, campaign: str | None, limit: int) -> list[dict[str, Any]]:
-    """Every worker's runs, newest first (a standby copy and its owner agree: one row a run)."""
-    query = f"?campaign={quote(campaign, safe='')}" if campaign else ""
-    merged = {row["runId"]: row for row in local_runs(stream, campaign)}
-    for answer in await from_other_workers(stream, "/runs/local" + query):
-        for row in answer.get("runs", []):
-            merged.setdefault(row["runId"], row)
-    return newest_first(list(merged.values()))[:limit]
+    async def stop(self) -> None:
+        await self.letters.stop()
+        self.summary.stop()
 
+    # --- other workers -------------------------------------------------------------------
 
-def worker_activity(stream: VfStream) -> dict[str, Any]:
-    """This worker: its URL, the score partitions it owns, its rate and lag series."""
-    return {
-        "worker": str(stream.app.conf.canonical_url).rstrip("/"),
-        "partitions": sorted(stream.owned_score_partitions()),
-        **stream.activity.as_json(),
-    }
+    async def from_other_workers(self, path: str) -> list[Any]:
+        """Every other worker's JSON answer to ``path`` (the workers the assignment knows),
+        asked once for everyone who wants it within ``CONSOLE_SECONDS``."""
+        return await self._peers.get(path, lambda: self._ask_other_workers(path))
+
+    async def _ask_other_workers(self, path: str) -> list[Any]:
+        stream = self.stream
+        me = str(stream.app.conf.canonical_url).rstrip("/")
+        try:
+            hosts = {str(host).rstrip("/") for host in stream.app.router.tables_metadata()}
+        except Exception:
+            hosts = set()
+        answers = await asyncio.gather(*(self._ask(url + path) for url in sorted(hosts - {me})))
+        return [answer for answer in answers if answer is not None]
+
+    async def _ask(self, url: str) -> Any:
+        # Another worker asks for a token as this one does: this worker's own first token.
+        headers = peer_headers(self.stream.settings)
+        timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_SECONDS)
+        try:
+            async with self.stream.app.http_client.get(
+                url, headers=headers, timeout=timeout
+            ) as resp:
+                if resp.status != 200:  # refused (another token) or failing: left out
+                    return None
+                return await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    # --- routes --------------------------------------------------------------------------
+
+    async def local_campaigns(self, limit: int) -> bytes:
+        async def compute() -> bytes:
+            summary = await self.summary.current()
+            body = {"campaigns": summary.campaigns[:limit], "total": len(summary.campaigns)}
+            return orjson.dumps(body)
+
+        return await self._answers.get(("campaigns/local", limit), compute)
+
+    async def all_campaigns(self, limit: int) -> bytes:
+        """The ``limit`` campaigns with the newest runs of all workers, and how many there are
+        (each worker's own; a campaign moving in a rebalance may count twice meanwhile)."""
+
+        async def compute() -> bytes:
+            summary = await self.summary.current()
+            merged = {item["campaignId"]: item for item in summary.campaigns[:limit]}
+            total = len(summary.campaigns)
+            for answer in await self.from_other_workers(f"/campaigns/local?limit={limit}"):
+                total += int(answer.get("total", 0))
+                for item in answer.get("campaigns", []):
+                    merged.setdefault(item["campaignId"], item)
+            items = sorted(merged.values(), key=lambda item: item["campaignId"])
+            items.sort(key=lambda item: item.get("lastRunAt") or "", reverse=True)
+            shown = [{k: v for k, v in item.items() if k != "lastRunAt"} for item in items[:limit]]
+            return orjson.dumps({"campaigns": shown, "total": total})
+
+        return await self._answers.get(("campaigns", limit), compute)
+
+    async def _local_runs(self, campaign: str | None) -> list[dict[str, Any]]:
+        if campaign is None:
+            return (await self.summary.current()).runs
+        return self.summary.runs_of(campaign)
+
+    async def local_runs(self, campaign: str | None) -> bytes:
+        async def compute() -> bytes:
+            return orjson.dumps({"runs": await self._local_runs(campaign)})
+
+        return await self._answers.get(("runs/local", campaign), compute)
+
+    async def all_runs(self, campaign: str | None, limit: int) -> bytes:
+        """Every worker's runs, newest first (a standby copy and its owner agree: one row a
+        run)."""
+
+        async def compute() -> bytes:
+            query = f"?campaign={quote(campaign, safe='')}" if campaign else ""
+            merged = {row["runId"]: row for row in await self._local_runs(campaign)}
+            for answer in await self.from_other_workers("/runs/local" + query):
+                for row in answer.get("runs", []):
+                    merged.setdefault(row["runId"], row)
+            return orjson.dumps({"runs": newest_first(list(merged.values()))[:limit]})
+
+        return await self._answers.get(("runs", campaign, limit), compute)
+
+    def _activity(self) -> dict[str, Any]:
+        """This worker: its URL, the score partitions it owns, its rate and lag series."""
+        stream = self.stream
+        return {
+            "worker": str(stream.app.conf.canonical_url).rstrip("/"),
+            "partitions": sorted(stream.owned_score_partitions()),
+            **stream.activity.as_json(),
+        }
+
+    async def worker_activity(self) -> bytes:
+        async def compute() -> bytes:
+            return orjson.dumps(self._activity())
+
+        return await self._answers.get("activity", compute)
+
+    async def all_workers(self) -> bytes:
+        async def compute() -> bytes:
+            others = await self.from_other_workers("/worker/activity")
+            workers = sorted([self._activity(), *others], key=lambda w: w["worker"])
+            return orjson.dumps({"workers": workers})
+
+        return await self._answers.get("workers", compute)

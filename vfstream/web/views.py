@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
+from faust.serializers import codecs
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -19,6 +20,7 @@ from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.windows import parse_window_bounds, shown
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
+from vfstream.web.shared import SharedAnswers, UnchangedAnswers
 
 if TYPE_CHECKING:
     from vfstream.stream.app import VfStream
@@ -76,7 +78,8 @@ async def _security_headers(request: Any, response: Any) -> None:
     response.headers.update(SECURITY_HEADERS)
 
 
-DEAD_LETTER_CACHE_SECONDS = 3.0
+# The windowed changes of a campaign, shared by every console asking within this long.
+WINDOWS_SECONDS = 1.0
 
 
 def bounded_int(text: str | None, *, default: int, most: int) -> int:
@@ -149,15 +152,21 @@ async def campaign_view(
     request: Request,
     campaign_id: str,
     answer: Callable[[CampaignTotals], Any],
+    memo: UnchangedAnswers | None = None,
 ) -> Response:
     """One campaign's totals as ``answer`` shows them, from the worker that owns them;
-    404 for a campaign no worker has counts of."""
+    404 for a campaign no worker has counts of. With ``memo`` the answer is decoded again
+    only when the stored value changed (polled routes: exact, and cheap)."""
 
     async def local() -> Response:
-        raw = stream.campaign_counts.get(campaign_id.encode())
+        key = campaign_id.encode()
+        raw = stream.campaign_counts.get(key)
         if not raw:
             return json_response(view, {"error": f"unknown campaign {shown(campaign_id)}"}, 404)
-        return json_response(view, answer(CampaignTotals.from_bytes(raw)))
+        if memo is None:
+            return json_response(view, answer(CampaignTotals.from_bytes(raw)))
+        body = memo.get(key, raw, lambda: orjson.dumps(answer(CampaignTotals.from_bytes(raw))))
+        return view.bytes(body, content_type="application/json")
 
     return await routed(stream, view, request, stream.campaign_counts, campaign_id, local)
 
@@ -190,12 +199,14 @@ def register_table_views(stream: VfStream) -> None:
     """A campaign's counts, progress, reports and windows, a fan's state, and the campaign
     service's answer; a key another worker owns is proxied there."""
     app = stream.app
+    counts_memo = UnchangedAnswers()
+    windows: SharedAnswers[bytes] = SharedAnswers(ttl=WINDOWS_SECONDS, maxsize=256)
 
     @app.page(f"/campaigns/{CAMPAIGN}/counts")
     class CampaignCounts(View):
         async def get(self, request: Request, campaignId: str) -> Response:
             return await campaign_view(
-                stream, self, request, campaignId, lambda totals: totals.as_public()
+                stream, self, request, campaignId, lambda totals: totals.as_public(), counts_memo
             )
 
     @app.page(f"/campaigns/{CAMPAIGN}/progress")
@@ -233,7 +244,12 @@ def register_table_views(stream: VfStream) -> None:
                     return json_response(
                         self, {"error": f"unknown campaign {shown(campaignId)}"}, 404
                     )
-                return json_response(self, window_series(stream, campaignId, *bounds))
+
+                async def series() -> bytes:
+                    return orjson.dumps(window_series(stream, campaignId, *bounds))
+
+                body = await windows.get((campaignId, *bounds), series)
+                return self.bytes(body, content_type="application/json")
 
             return await routed(stream, self, request, stream.campaign_counts, campaignId, local)
 
@@ -313,6 +329,25 @@ def register_service_views(stream: VfStream) -> None:
             )
 
 
+def campaign_windows(table: Any, campaign_id: str) -> Iterator[tuple[Any, bytes | None]]:
+    """The (key, value) items of one campaign in the window table (keys ``(campaign,
+    (start, end))``). In RocksDB its keys sit together in each partition's database (the
+    JSON of ``[campaign, [start, end]]`` begins with the campaign), so only they are read;
+    any other store is scanned whole."""
+    store = table.data
+    if not getattr(store, "use_rocksdict", False) or not hasattr(store, "_dbs_for_actives"):
+        for key, value in store.items():
+            if key[0] == campaign_id:
+                yield key, value
+        return
+    prefix = codecs.dumps(table.key_serializer, [campaign_id, []])[:-2]
+    for db in list(store._dbs_for_actives()):
+        for raw_key, raw_value in db.items(from_key=prefix):
+            if not raw_key.startswith(prefix):
+                break
+            yield codecs.loads(table.key_serializer, raw_key), raw_value
+
+
 def window_series(
     stream: VfStream, campaign_id: str, since: float | None, until: float | None
 ) -> dict[str, Any]:
@@ -320,7 +355,7 @@ def window_series(
     table = stream.count_windows.table
     size = stream.settings.window_seconds
     windows: list[dict[str, Any]] = []
-    for (item_key, (start, end)), value in table.data.items():
+    for (item_key, (start, end)), value in campaign_windows(table, campaign_id):
         if item_key != campaign_id or value is None:
             continue
         if since is not None and end < since:

@@ -80,9 +80,17 @@ function countsRow(c) {
   return tr;
 }
 
+// The campaigns with the newest runs, as many as the table shows; the answer says how many
+// there are in all.
+const CAMPAIGNS_SHOWN = 50;
+
 async function refreshCounts() {
-  const list = await getJson("/dashboard/campaigns");
+  const list = await getJson("/dashboard/campaigns" + query({limit: CAMPAIGNS_SHOWN}));
   document.querySelector("#counts tbody").replaceChildren(...list.campaigns.map(countsRow));
+  const total = document.getElementById("counts-total");
+  total.textContent = list.total > list.campaigns.length
+    ? `newest ${fmt(list.campaigns.length)} of ${fmt(list.total)} campaigns` : "";
+  total.dataset.total = String(list.total);
   if (!selected && list.campaigns.length) selected = list.campaigns[0].campaignId;
   if (selected) {
     document.getElementById("chart-title").textContent = "Windowed changes — " + selected;
@@ -217,6 +225,12 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const id of ["runs-campaign", "letters-campaign", "letters-kind"]) {
     document.getElementById(id).addEventListener("change", refresh);
   }
-  refresh();
-  setInterval(refresh, EVERY_MS);
+  // The next refresh is 2 s after the last one answered: a slow worker is not asked again
+  // and again before it could answer. A page in a hidden tab does not ask at all.
+  const poll = async () => {
+    if (!document.hidden) await refresh();
+    setTimeout(poll, EVERY_MS);
+  };
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+  poll();
 });
