@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from vfstream.dev.stack import free_port, private_stack_settings
+from tests.support.settings import isolated_settings
+from vfstream.dev.stack import private_stack_settings
 from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.settings import Settings
 from vfstream.topics import ensure_topics
@@ -45,18 +45,7 @@ def artifacts() -> Path:
 @pytest.fixture
 def isolated(stack: Settings, tmp_path: Path) -> Settings:
     """Settings with their own app id and topics, so tests never see each other's data."""
-    settings = stack.namespaced(uuid.uuid4().hex[:8]).model_copy(
-        update={
-            "data_dir": tmp_path / "worker",
-            "web_port": free_port(),
-            # The relays to the outside world are off unless a test is about them: no entry
-            # service runs here, moto's Kinesis loses records when several workers put to
-            # one stream, and mirroring every test's states to moto costs CPU the others need.
-            "forward_to_entry_service": False,
-            "forward_to_kinesis": False,
-            "mirror_to_dynamodb": False,
-        }
-    )
+    settings = isolated_settings(stack, tmp_path / "worker")
     asyncio.run(ensure_topics(settings))
     return settings
 

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tests.support.aws import put_object
-from tests.support.rows import SCORING_HEADER, scoring_row
+from tests.support.rows import SCORING_HEADER, csv_file, scoring_key, scoring_row
 from tests.support.services import Answer, ScriptedService, scripted_service
 from tests.support.waiting import eventually
 from vfstream import kafka
@@ -48,16 +48,6 @@ from vfstream.topics import ensure_topics
 pytestmark = pytest.mark.integration
 
 HOOK = "/services/T/B/hostile"
-STAMP = "20261020T120000Z"
-
-
-def scoring_key(campaign: str, name: str = "tour", stamp: str = STAMP, gz: bool = False) -> str:
-    suffix = ".gz" if gz else ""
-    return f"scrubbed/registrants.{campaign}.{name}.{stamp}.cleaned.prepared.merged.csv{suffix}"
-
-
-def csv_file(*rows: str) -> bytes:
-    return (SCORING_HEADER + "\n" + "".join(row + "\n" for row in rows)).encode()
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from tests.support.aws import put_object
 from tests.support.kinesis import create_stream, put_records
 from tests.support.rows import feed_document
+from tests.support.settings import isolated_settings
 from tests.support.standard_check import check_everything
 from tests.support.waiting import eventually
 from vfstream import kafka
@@ -62,15 +63,7 @@ def secured_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings
 def secured(secured_stack: Settings, tmp_path: Path) -> Settings:
     """Like ``isolated``: topics and app id of this test only (inside the prefixes the
     principal's ACLs cover), the relays off unless a test turns one on."""
-    settings = secured_stack.namespaced(uuid.uuid4().hex[:8]).model_copy(
-        update={
-            "data_dir": tmp_path / "worker",
-            "web_port": free_port(),
-            "forward_to_entry_service": False,
-            "forward_to_kinesis": False,
-            "mirror_to_dynamodb": False,
-        }
-    )
+    settings = isolated_settings(secured_stack, tmp_path / "worker")
     asyncio.run(ensure_topics(settings))
     return settings
 

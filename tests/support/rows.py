@@ -20,6 +20,20 @@ MINIMAL_ROW: dict[str, str] = {
 }
 
 
+STAMP = "20261020T120000Z"
+
+
+def scoring_key(campaign: str, name: str = "tour", stamp: str = STAMP, gz: bool = False) -> str:
+    """An object key of the scrubbed scoring files (SPEC 2.1)."""
+    suffix = ".gz" if gz else ""
+    return f"scrubbed/registrants.{campaign}.{name}.{stamp}.cleaned.prepared.merged.csv{suffix}"
+
+
+def csv_file(*rows: str) -> bytes:
+    """A scoring file: the full header and these rows."""
+    return (SCORING_HEADER + "\n" + "".join(row + "\n" for row in rows)).encode()
+
+
 def scoring_row(campaign: str, user: str, rank: int = 0, **overrides: str) -> str:
     """One CSV line (no quoting applied) with every column; ``overrides`` replace values."""
     values = {

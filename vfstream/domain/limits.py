@@ -73,6 +73,15 @@ def number_refusal(value: float) -> str | None:
     )
 
 
+def underflows(text: str, value: float) -> bool:
+    """Whether written ``text`` stands for a number other than 0 that parsed to 0.0 (``1e-400``):
+    storing 0 would not be lossless."""
+    if value != 0.0:
+        return False
+    mantissa = text.lower().split("e", 1)[0]
+    return any(digit in mantissa for digit in "123456789")
+
+
 def utf8_size(text: str) -> int:
     """Bytes of ``text`` in UTF-8 (lone surrogates from undecodable input count as one)."""
     if text.isascii():

@@ -24,6 +24,7 @@ from vfstream.domain.limits import (
     has_control_characters,
     number_refusal,
     over_bytes,
+    underflows,
 )
 from vfstream.errors import FileRejected
 
@@ -199,7 +200,14 @@ def plain_decimal(value: Any) -> Any:
     """Text that reads as a number must be a plainly written decimal (``0.2_5``, ``1_0``,
     ``nan`` and ``infinity`` are not); JSON numbers pass as they are, and other text is left
     to the float validator's own message."""
-    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value.strip()):
+    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value.strip()):
+        if underflows(value, float(value)):
+            raise ValueError(
+                f"{value.strip()[:40]!r} is too small to store (DynamoDB numbers are 0 or of "
+                "magnitude 1e-130 to under 1e+126)"
+            )
+        return value
+    if isinstance(value, str):
         try:
             number = float(value)
         except ValueError:

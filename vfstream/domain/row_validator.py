@@ -10,7 +10,13 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from vfstream.domain.limits import DEFAULT_LIMITS, Limits, number_refusal, over_bytes
+from vfstream.domain.limits import (
+    DEFAULT_LIMITS,
+    Limits,
+    number_refusal,
+    over_bytes,
+    underflows,
+)
 from vfstream.domain.records import (
     ScoringKey,
     as_aware,
@@ -200,6 +206,6 @@ def _plain_float(text: str, short: int, limit: int) -> float | None:
     if not _ASCII_FLOAT.fullmatch(text):
         return None
     value = float(text)
-    if number_refusal(value) is not None:
+    if number_refusal(value) is not None or underflows(text, value):
         return None  # the slow path says why
     return value + 0.0  # -0 is 0
