@@ -561,8 +561,8 @@ def decode_envelope(data: bytes) -> Envelope:
     """The envelope ``encode_envelope`` wrote; ``ValueError`` for anything else."""
     try:
         return _ENVELOPE.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ValueError(f"not a stored fan envelope: {exc}") from exc
+    except _UNDECODABLE as exc:
+        raise ValueError(f"not a stored fan envelope: {exc!r}"[:300]) from exc
 
 
 def iso_now(moment: datetime | None = None) -> str:

@@ -157,3 +157,8 @@ def test_json_nested_deeper_than_the_decoder_goes_is_malformed_not_a_crash() -> 
         read_batch(b'{"v":1,"records":[' + deep_record + b"]}")
     refused = row_from_json(deep_record)
     assert isinstance(refused, Refused) and refused.reasons == [TOO_DEEP]
+
+
+def test_a_changelog_value_nested_too_deep_is_not_an_envelope() -> None:
+    with pytest.raises(ValueError, match="not a stored fan envelope"):
+        decode_envelope(b"[2,0,[0,0,0]," + b"[" * 30_000 + b"]" * 30_000 + b"]")
