@@ -195,6 +195,8 @@ async def test_every_console_route_answers_hundreds_of_pollers_from_one_summary(
         "/campaigns/cmany00007/counts/windows",
         "/campaigns/cmany00007/counts",
         "/worker/activity",
+        "/dashboard/console?campaign=cmany00007&runsCampaign=cmany00007&lettersCampaign=cload1",
+        "/dashboard/console",
     ] * 40
     peak: list[int] = []
     rss_before = worker.rss_mb()
@@ -224,3 +226,13 @@ async def test_every_console_route_answers_hundreds_of_pollers_from_one_summary(
     assert announced[0] == newest[0]
     assert [r["runId"] for r in orjson.loads(answers[2][2])["runs"]] == ["run-7"]
     assert orjson.loads(answers[6][2])["verified"] == 7
+
+    # The page's one request a refresh holds what the routes answer.
+    page = orjson.loads(answers[9][2])
+    assert page["selected"] == listing["campaigns"][0]["campaignId"]
+    assert page["campaigns"] == listing and page["runs"] == orjson.loads(answers[1][2])
+    assert page["deadLetters"] == orjson.loads(answers[4][2])
+    chosen = orjson.loads(answers[8][2])
+    assert chosen["selected"] == "cmany00007"
+    assert chosen["windows"] == orjson.loads(answers[5][2])
+    assert chosen["runs"] == orjson.loads(answers[2][2])

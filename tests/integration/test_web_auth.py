@@ -40,6 +40,7 @@ GUARDED = {
     "/campaigns/local": 200,
     "/dashboard/workers": 200,
     "/dashboard/runs": 200,
+    "/dashboard/console": 200,
     "/worker/activity": 200,
     "/statuses": 200,
     "/router/": 200,

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
+from vfstream.domain.windows import shown
 from vfstream.web.auth import peer_headers
 from vfstream.web.letters import DeadLetterTail
 from vfstream.web.shared import SharedAnswers
@@ -37,7 +38,9 @@ from vfstream.web.views import (
     bounded_int,
     campaign_view,
     json_response,
+    owner_url,
     unavailable,
+    window_series,
 )
 
 if TYPE_CHECKING:
@@ -131,6 +134,11 @@ def register_console_views(stream: VfStream) -> Console:
                 request.query.get("limit"), default=CAMPAIGNS_MOST, most=CAMPAIGNS_MOST
             )
             return json_bytes(self, await console.local_campaigns(limit))
+
+    @app.page("/dashboard/console")
+    class Everything(View):
+        async def get(self, request: Request) -> Response:
+            return json_bytes(self, await console.everything(ConsoleQuery.of(request.query)))
 
     @app.page("/dashboard/campaigns")
     class AllCampaigns(View):
@@ -411,3 +419,96 @@ class Console:
             return orjson.dumps({"workers": workers})
 
         return await self._answers.get("workers", compute)
+
+    async def windows_of(self, campaign: str) -> bytes:
+        """The windowed changes of one campaign as ``/campaigns/{id}/counts/windows`` answers,
+        from its owner (this worker's store, or the owner asked through the one session)."""
+
+        async def compute() -> bytes:
+            stream = self.stream
+            try:
+                owner = owner_url(stream, stream.campaign_counts, campaign)
+            except Exception:  # no assignment yet (starting, rebalancing)
+                owner = None
+            if owner is None:
+                return orjson.dumps({"error": "no worker owns its partition yet"})
+            if owner == str(stream.app.conf.canonical_url).rstrip("/"):
+                if not stream.campaign_counts.get(campaign.encode()):
+                    return orjson.dumps({"error": f"unknown campaign {shown(campaign)}"})
+                return orjson.dumps(window_series(stream, campaign, None, None))
+            answer = await self._ask(f"{owner}/campaigns/{quote(campaign, safe='')}/counts/windows")
+            if answer is None:
+                return orjson.dumps({"error": "the worker owning this campaign did not answer"})
+            return orjson.dumps(answer)
+
+        return await self._answers.get(("windows", campaign), compute)
+
+    async def everything(self, query: ConsoleQuery) -> bytes:
+        """One answer for one refresh of the page: the campaigns, the windows of the selected
+        one (the first listed unless it names one), the runs, the dead letters and the
+        workers, each as its own route answers it. One request a refresh instead of five:
+        the worker's cost of a request is mostly the request itself."""
+
+        async def compute() -> bytes:
+            campaigns, runs, workers = await asyncio.gather(
+                self.all_campaigns(query.campaigns),
+                self.all_runs(query.runs_campaign, query.runs),
+                self.all_workers(),
+            )
+            try:
+                letters = await self.letters.answer(
+                    query.letters_campaign, query.kind, query.letters
+                )
+            except Exception as exc:  # the broker away: this part says so
+                letters = orjson.dumps({"error": f"dead letters unavailable: {type(exc).__name__}"})
+            selected = query.selected
+            if selected is None:
+                listed = orjson.loads(campaigns)["campaigns"]
+                selected = listed[0]["campaignId"] if listed else None
+            windows = await self.windows_of(selected) if selected is not None else b"null"
+            return b"".join(
+                [
+                    b'{"selected":',
+                    orjson.dumps(selected),
+                    b',"campaigns":',
+                    campaigns,
+                    b',"windows":',
+                    windows,
+                    b',"runs":',
+                    runs,
+                    b',"deadLetters":',
+                    letters,
+                    b',"workers":',
+                    workers,
+                    b"}",
+                ]
+            )
+
+        return await self._answers.get(("console", query), compute)
+
+
+@dataclass(frozen=True)
+class ConsoleQuery:
+    """What one refresh of the page asks for (``/dashboard/console``)."""
+
+    selected: str | None = None
+    runs_campaign: str | None = None
+    letters_campaign: str | None = None
+    kind: str | None = None
+    campaigns: int = CAMPAIGNS_SHOWN
+    runs: int = 100
+    letters: int = 20
+
+    @classmethod
+    def of(cls, query: Any) -> ConsoleQuery:
+        return cls(
+            selected=query.get("campaign") or None,
+            runs_campaign=query.get("runsCampaign") or None,
+            letters_campaign=query.get("lettersCampaign") or None,
+            kind=query.get("kind") or None,
+            campaigns=bounded_int(
+                query.get("campaigns"), default=CAMPAIGNS_SHOWN, most=CAMPAIGNS_MOST
+            ),
+            runs=bounded_int(query.get("runs"), default=100, most=RUNS_KEPT),
+            letters=bounded_int(query.get("letters"), default=20, most=200),
+        )

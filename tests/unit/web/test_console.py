@@ -251,3 +251,55 @@ def test_the_rocksdb_store_still_yields_the_databases_of_its_active_partitions()
     assert list(inspect.signature(Store._dbs_for_actives).parameters) == ["self"]
     assert "self.use_rocksdict" in inspect.getsource(Store._visible_items)
     assert "from_key" in (rocksdict.Rdict.items.__doc__ or "")
+
+
+async def test_one_refresh_of_the_page_is_one_answer_made_of_the_routes_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = fake_stream({b"c1": totals("c1", [1]), b"c2": totals("c2", [2])})
+    console = Console(stream)
+
+    async def nobody(path: str) -> list[Any]:
+        return []
+
+    async def letters(campaign: str | None, kind: str | None, limit: int) -> bytes:
+        letters.asked.append((campaign, kind, limit))  # type: ignore[attr-defined]
+        return b'{"deadLetters":[]}'
+
+    letters.asked = []  # type: ignore[attr-defined]
+    windows_asked: list[str] = []
+
+    async def windows_of(campaign: str) -> bytes:
+        windows_asked.append(campaign)
+        return orjson.dumps({"campaignId": campaign, "windows": []})
+
+    monkeypatch.setattr(console, "from_other_workers", nobody)
+    monkeypatch.setattr(console.letters, "answer", letters)
+    monkeypatch.setattr(console, "windows_of", windows_of)
+    monkeypatch.setattr(console, "_activity", lambda: {"worker": "me", "rates": [], "lag": []})
+
+    page = orjson.loads(await console.everything(console_module.ConsoleQuery()))
+    assert page["selected"] == "c2" and windows_asked == ["c2"]  # the newest run first
+    assert page["campaigns"] == orjson.loads(await console.all_campaigns(50))
+    assert page["runs"] == orjson.loads(await console.all_runs(None, 100))
+    assert page["deadLetters"] == {"deadLetters": []}
+    assert page["workers"] == {"workers": [{"worker": "me", "rates": [], "lag": []}]}
+
+    query = console_module.ConsoleQuery.of(
+        {"campaign": "c1", "runsCampaign": "c1", "kind": "scoring-row", "letters": "900"}
+    )
+    chosen = orjson.loads(await console.everything(query))
+    assert chosen["selected"] == "c1" and windows_asked == ["c2", "c1"]
+    assert [run["campaignId"] for run in chosen["runs"]["runs"]] == ["c1"]
+    assert letters.asked[-1] == (None, "scoring-row", 200)  # type: ignore[attr-defined]
+    for _ in range(50):  # kept for everyone within the second
+        await console.everything(query)
+    assert windows_asked == ["c2", "c1"]
+
+    async def broker_away(campaign: str | None, kind: str | None, limit: int) -> bytes:
+        raise ConnectionError("no broker")
+
+    monkeypatch.setattr(console.letters, "answer", broker_away)
+    page = orjson.loads(await console.everything(console_module.ConsoleQuery(letters=3)))
+    assert page["deadLetters"] == {"error": "dead letters unavailable: ConnectionError"}
+    assert page["campaigns"]["total"] == 2

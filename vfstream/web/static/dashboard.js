@@ -84,17 +84,18 @@ function countsRow(c) {
 // there are in all.
 const CAMPAIGNS_SHOWN = 50;
 
-async function refreshCounts() {
-  const list = await getJson("/dashboard/campaigns" + query({limit: CAMPAIGNS_SHOWN}));
+function showCounts(body) {
+  const list = body.campaigns;
   document.querySelector("#counts tbody").replaceChildren(...list.campaigns.map(countsRow));
   const total = document.getElementById("counts-total");
   total.textContent = list.total > list.campaigns.length
     ? `newest ${fmt(list.campaigns.length)} of ${fmt(list.total)} campaigns` : "";
   total.dataset.total = String(list.total);
-  if (!selected && list.campaigns.length) selected = list.campaigns[0].campaignId;
-  if (selected) {
+  if (!selected && body.selected) selected = body.selected;
+  if (selected && body.selected === selected && body.windows) {
     document.getElementById("chart-title").textContent = "Windowed changes — " + selected;
-    drawChart(await getJson(`/campaigns/${encodeURIComponent(selected)}/counts/windows`));
+    if (body.windows.error) throw new Error(body.windows.error);
+    drawChart(body.windows);
   }
 }
 
@@ -111,10 +112,8 @@ function runRow(r) {
   return tr;
 }
 
-async function refreshRuns() {
-  const campaign = document.getElementById("runs-campaign").value.trim();
-  const body = await getJson("/dashboard/runs" + query({campaign, limit: 100}));
-  document.querySelector("#runs tbody").replaceChildren(...body.runs.map(runRow));
+function showRuns(body) {
+  document.querySelector("#runs tbody").replaceChildren(...body.runs.runs.map(runRow));
 }
 
 // --- dead letters ---------------------------------------------------------------------
@@ -125,11 +124,10 @@ function letterRow(d) {
              cell("reasons", d.reasons.join("; ")), cell("raw", d.raw));
 }
 
-async function refreshDeadLetters() {
-  const campaign = document.getElementById("letters-campaign").value.trim();
-  const kind = document.getElementById("letters-kind").value;
-  const body = await getJson("/dashboard/dead-letters" + query({campaign, kind, limit: 20}));
-  document.querySelector("#dead-letters tbody").replaceChildren(...body.deadLetters.map(letterRow));
+function showDeadLetters(body) {
+  if (body.deadLetters.error) throw new Error(body.deadLetters.error);
+  const letters = body.deadLetters.deadLetters;
+  document.querySelector("#dead-letters tbody").replaceChildren(...letters.map(letterRow));
 }
 
 // --- throughput and lag ---------------------------------------------------------------
@@ -186,10 +184,10 @@ function workerRow(w) {
              cell("rate", fmt(last)));
 }
 
-async function refreshActivity() {
-  const body = await getJson("/dashboard/workers");
-  drawActivity(body.workers);
-  document.querySelector("#workers tbody").replaceChildren(...body.workers.map(workerRow));
+function showActivity(body) {
+  const workers = body.workers.workers;
+  drawActivity(workers);
+  document.querySelector("#workers tbody").replaceChildren(...workers.map(workerRow));
 }
 
 // --- fan lookup -----------------------------------------------------------------------
@@ -211,10 +209,29 @@ async function lookUpFan(event) {
   }
 }
 
+// One request a refresh: the worker answers the whole page at once (/dashboard/console),
+// each part as its own route would (/dashboard/campaigns, /campaigns/{id}/counts/windows,
+// /dashboard/runs, /dashboard/dead-letters, /dashboard/workers).
 async function refresh() {
-  const parts = [refreshCounts, refreshRuns, refreshDeadLetters, refreshActivity];
-  const results = await Promise.allSettled(parts.map(part => part()));
-  const failed = results.filter(r => r.status === "rejected").map(r => String(r.reason));
+  const failed = [];
+  try {
+    const body = await getJson("/dashboard/console" + query({
+      campaign: selected,
+      runsCampaign: document.getElementById("runs-campaign").value.trim(),
+      lettersCampaign: document.getElementById("letters-campaign").value.trim(),
+      kind: document.getElementById("letters-kind").value,
+      campaigns: CAMPAIGNS_SHOWN, runs: 100, letters: 20,
+    }));
+    for (const show of [showCounts, showRuns, showDeadLetters, showActivity]) {
+      try {
+        show(body);
+      } catch (err) {
+        failed.push(String(err));
+      }
+    }
+  } catch (err) {
+    failed.push(String(err));
+  }
   document.body.dataset.error = failed.join("; ");
   document.body.dataset.loaded = "true";
 }
