@@ -503,41 +503,56 @@ class VerificationLedger:
     async def _flush_book(
         self, partition: int, book: PartitionBook, ack: Callable[[Any], Awaitable[Any]]
     ) -> None:
+        """Write what the book staged, then ack its events. The book is changed only once the
+        broker holds the write: a write that fails leaves everything staged for the next
+        flush, and no later flush can ack events whose states never reached the changelog.
+        A book no longer current (its partition revoked while a range read ran) writes and
+        acks nothing: its events come again to the partition's next owner."""
+        if self._books.get(partition) is not book:
+            return
         snapshots: list[Snapshot] = []
         # Order matters: fan states, then the partials that cover them (see ledger.py), then
         # the position.
         items = [(key, encoded) for key, (_, encoded) in book.staged.items()]
-        book.staged.clear()
+        flushed: dict[str, int] = {}
+        index: dict[str, list[str]] | None = None
         if book.dirty_partials or book.dirty_runs:
-            index = self._load_index(partition, book)
+            runs = list(self._load_index(partition, book)["runs"])
             grew = False
             for campaign in sorted(book.dirty_partials):
                 partial = book.partials[campaign]
                 body = partial.to_json()
                 items.append((partial_key(partition, campaign), body))
-                book.flushed[campaign] = partial.watermark
+                flushed[campaign] = partial.watermark
                 snapshots.append((campaign, partial_message(body)))
             for run_id in sorted(book.dirty_runs):
                 run = book.runs[run_id]
                 body = run.to_json()
                 items.append((run_key(partition, run_id), body))
-                if run_id not in index["runs"]:
-                    index["runs"].append(run_id)
-                    del index["runs"][:-INDEXED_RUNS]
+                if run_id not in runs:
+                    runs.append(run_id)
+                    del runs[:-INDEXED_RUNS]
                     grew = True
                 snapshots.append((run.campaignId, run_message(body)))
             if grew:
+                index = {"runs": runs}
                 items.append((index_key(partition), orjson.dumps(index)))
-            book.dirty_partials.clear()
-            book.dirty_runs.clear()
+        recorded = book.recorded
         if book.next_offset is not None and book.next_offset != book.recorded:
             # Last: the changelog holds everything before it once it holds this.
             items.append((position_key(partition), str(book.next_offset).encode()))
-            book.recorded = book.next_offset
+            recorded = book.next_offset
         if items:
             # Faust commits the offsets of acked events without waiting for changelog
             # writes; so ack only once the broker holds every write this flush made.
             await self.store.write(partition, items)
+        book.staged.clear()
+        book.flushed.update(flushed)
+        if index is not None:
+            book.index = index
+        book.dirty_partials.clear()
+        book.dirty_runs.clear()
+        book.recorded = recorded
         if snapshots:
             await self._emit(snapshots)
             SNAPSHOTS.inc(len(snapshots))
