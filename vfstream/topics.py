@@ -42,7 +42,12 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.score_records_topic, settings.topic_partitions, {}),
         TopicSpec(settings.dead_letter_topic, settings.topic_partitions, {}),
         TopicSpec(settings.ingested_files_topic, 1, {"cleanup.policy": "compact"}),
-        TopicSpec(settings.ingest_inflight_topic, 1, {"cleanup.policy": "compact"}),
+        # Stamped by the broker: fencing measures silence on its clock alone (inflight.py).
+        TopicSpec(
+            settings.ingest_inflight_topic,
+            1,
+            {"cleanup.policy": "compact", "message.timestamp.type": "LogAppendTime"},
+        ),
         TopicSpec(settings.partials_topic, settings.topic_partitions, {}),
         TopicSpec(settings.reports_topic, settings.topic_partitions, {}),
         # One partition: the bridge reads all of it on start, and it holds one key per shard.

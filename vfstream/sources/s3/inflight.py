@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -28,7 +29,7 @@ from vfstream.domain.inflight import (
     dead_ingests,
 )
 from vfstream.metrics import FENCED_INGESTS
-from vfstream.ops.reads import latest_values
+from vfstream.ops.reads import read_committed
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,22 +101,52 @@ class InflightAnnouncer:
                 log.warning("could not refresh the ingest announcement", exc_info=True)
 
 
+# The key of the clock probe on the in-flight topic (compacted: one record, overwritten).
+CLOCK_PROBE_KEY = b"#clock"
+
+
+async def broker_announcements(
+    settings: Settings, producer: AIOKafkaProducer
+) -> tuple[float, list[InflightIngest]]:
+    """The open and closed announcements, each timed by the broker, and the broker's now.
+
+    Silence is measured on one clock, the broker's: the topic stamps each record on append
+    (``message.timestamp.type=LogAppendTime``), and a probe written just before reading
+    tells what time it is there. Comparing an ingest's own wall clock with the fencer's
+    fenced a live ingest whenever the two hosts disagreed by more than a few seconds.
+    (On a topic still stamped by producers, both times are the producers' clocks: the old
+    behaviour, README "Limits".)
+    """
+    probe = await producer.send_and_wait(
+        settings.ingest_inflight_topic, key=CLOCK_PROBE_KEY, value=b"{}"
+    )
+    messages = await read_committed(settings, settings.ingest_inflight_topic)
+    latest: dict[bytes, tuple[bytes, int]] = {}
+    for message in messages:
+        if message.key is None or message.key == CLOCK_PROBE_KEY:
+            continue
+        if message.value is None:
+            latest.pop(message.key, None)
+        else:
+            latest[message.key] = (message.value, message.timestamp)
+    announcements = []
+    for key, (value, stamped_ms) in latest.items():
+        found = InflightIngest.from_entry(key, value)
+        if found is not None:
+            announcements.append(dataclasses.replace(found, heartbeat=stamped_ms / 1000))
+    now_ms = probe.timestamp if probe.timestamp and probe.timestamp > 0 else time.time() * 1000
+    return now_ms / 1000, announcements
+
+
 async def fence_dead_ingests(settings: Settings) -> list[InflightIngest]:
     """Abort the open transactions of dead ingests by fencing their transactional ids."""
-    entries = await latest_values(settings, settings.ingest_inflight_topic)
-    announcements = [
-        found
-        for key, (_, value) in entries.items()
-        if (found := InflightIngest.from_entry(key, value)) is not None
-    ]
-    dead = dead_ingests(
-        announcements, now=time.time(), host=socket.gethostname(), process_alive=process_alive
-    )
-    if not dead:
-        return []
     closer = _producer(settings)
     await closer.start()
     try:
+        now, announcements = await broker_announcements(settings, closer)
+        dead = dead_ingests(
+            announcements, now=now, host=socket.gethostname(), process_alive=process_alive
+        )
         for entry in dead:
             # Starting a producer with the same transactional id bumps its epoch: the broker
             # aborts the open transaction and refuses the old producer from then on.
@@ -140,11 +171,12 @@ async def fence_dead_ingests(settings: Settings) -> list[InflightIngest]:
             )
             FENCED_INGESTS.inc()
             log.warning(
-                "fenced the open transaction of a dead ingest of %s (pid %s on %s, silent %.0fs)",
+                "fenced the open transaction of a dead ingest of %s (pid %s on %s, silent %.0fs "
+                "by the broker's clock)",
                 entry.object_url,
                 entry.pid,
                 entry.host,
-                time.time() - entry.heartbeat,
+                now - entry.heartbeat,
             )
     finally:
         await closer.stop()
