@@ -178,6 +178,8 @@ class Settings(BaseSettings):
     limit_file_rows: int = Field(default=DEFAULT_LIMITS.file_rows, ge=1)
     # A scoring time further in the future than this is refused (README "Limits").
     limit_future_skew_seconds: float = Field(default=DEFAULT_LIMITS.future_skew_seconds, ge=0)
+    # A gzip scoring file past this many times its compressed size is refused (a bomb).
+    limit_compression_ratio: float = Field(default=DEFAULT_LIMITS.compression_ratio, gt=1)
 
     # Kinesis bridge (SPEC 2.3): score records published to a Kinesis stream, copied to Kafka
     bridge_stream: str = "vf-score-feed"
@@ -288,6 +290,7 @@ class Settings(BaseSettings):
             file_bytes=self.limit_file_bytes,
             file_rows=self.limit_file_rows,
             future_skew_seconds=self.limit_future_skew_seconds,
+            compression_ratio=self.limit_compression_ratio,
         )
 
     @property

@@ -350,6 +350,36 @@ async def test_a_gzip_bomb_and_a_row_flood_fail_whole_and_ingest_nothing(system:
     )
 
 
+async def test_a_gzip_bomb_is_refused_by_its_ratio_long_before_the_byte_limit(
+    system: System,
+) -> None:
+    """Issue #21 item 9: with only the 512 MiB byte limit, a 3 MB bomb wrote more than 650 MB
+    into the broker (an aborted transaction) before it was stopped."""
+    import gzip
+
+    from aiokafka import TopicPartition
+
+    row = scoring_row("cratio", "u1") + "\n"
+    bomb = gzip.compress((SCORING_HEADER + "\n" + row * 400_000).encode(), compresslevel=9)
+    assert len(bomb) < 1_000_000  # about 80 MB of rows in a few hundred kilobytes
+    topic = system.settings.score_records_topic
+    partitions = [TopicPartition(topic, p) for p in range(system.settings.topic_partitions)]
+    reader = kafka.consumer(system.settings)
+    await reader.start()
+    try:
+        before = sum((await reader.end_offsets(partitions)).values())
+        failed = await system.ingest(scoring_key("cratio", gz=True), bomb)
+        after = sum((await reader.end_offsets(partitions)).values())
+    finally:
+        await reader.stop()
+
+    assert failed.status == "failed" and failed.produced == 0
+    assert "times its compressed size" in (failed.error or "")
+    # A message (a score batch) closes before 512 KiB: fewer than 128 messages are less than
+    # 64 MiB in the broker, whatever they held. Before: about 650 MB.
+    assert (after - before) * 512 * 1024 < 64 * 1024 * 1024, after - before
+
+
 # --- 10. the smaller defects on the HTTP side -----------------------------------------------
 
 

@@ -37,6 +37,10 @@ class Limits:
     # Ordering is by scoring time: one far in the future would make every real later score
     # of the fan "stale" for good.
     future_skew_seconds: float = 86_400.0
+    # A gzip file may decompress to at most this many times its compressed size, checked
+    # once compression_check_bytes are out (real scoring files compress 5-10 times).
+    compression_ratio: float = 50.0
+    compression_check_bytes: int = 8 * MIB
 
     @property
     def future_skew_us(self) -> int:

@@ -294,7 +294,13 @@ class ScoringFileIngestor:
         validator: RowValidator | None = None
         last_fan, partition = b"", 0
         try:
-            text = open_text(body, scoring_key.gzipped, limits.file_bytes)
+            text = open_text(
+                body,
+                scoring_key.gzipped,
+                limits.file_bytes,
+                max_ratio=limits.compression_ratio,
+                ratio_from=limits.compression_check_bytes,
+            )
             for row in read_scoring_rows(text):
                 if cancelled.is_set():
                     return

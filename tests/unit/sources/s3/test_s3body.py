@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import io
 import threading
+from typing import Any
 
 import pytest
 
@@ -64,3 +65,32 @@ def test_a_file_past_the_byte_limit_fails_when_the_limit_is_passed() -> None:
     body = CountingBody(gzip.compress(b"row\n" * 1_000_000))  # 4 MB of text in ~10 KB
     with pytest.raises(FileTooLarge, match="larger than 100,000 bytes"):
         read_in_thread(body, gzipped=True, max_bytes=100_000)
+
+
+def test_a_gzip_past_the_ratio_is_refused_after_the_first_bytes_and_a_real_file_is_not() -> None:
+    import gzip
+
+    class Counted(io.BytesIO):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.bytes_read = 0
+
+        def read(self, size: int | None = -1) -> bytes:
+            chunk = super().read(size)
+            self.bytes_read += len(chunk)
+            return chunk
+
+        def readinto(self, buffer: Any) -> int:
+            size = super().readinto(buffer)
+            self.bytes_read += size
+            return size
+
+    bomb = gzip.compress(b"a,b,c\n" * 5_000_000)
+    text = open_text(Counted(bomb), True, 1 << 30, max_ratio=50, ratio_from=1 << 20)
+    with pytest.raises(FileTooLarge, match="50 times its compressed size"):
+        while text.read(1 << 16):
+            pass
+    varied = "".join(f"u{n},u{n}000,c1,ev{n % 7},{n / 7e6:.6f},true\n" for n in range(200_000))
+    packed = gzip.compress(varied.encode())
+    text = open_text(Counted(packed), True, 1 << 30, max_ratio=50, ratio_from=1 << 20)
+    assert text.read() == varied
