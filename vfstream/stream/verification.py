@@ -84,6 +84,8 @@ log = logging.getLogger(__name__)
 
 # Runs the partition index lists (and re-announces): the newest; older ones have settled.
 INDEXED_RUNS = 256
+# What a flush announced is announced again for this long (``snapshots_for``).
+REANNOUNCE_WINDOW_SECONDS = 120.0
 
 
 # Labelled children made once: ``labels()`` per call took about 4% of the agent's time.
@@ -129,12 +131,18 @@ class VerificationLedger:
         self.batches_in = 0
         self._lock = asyncio.Lock()
         self._ack: Callable[[Any], Awaitable[Any]] | None = None
+        # Re-announcement (``snapshots_for``): the generation each partition was last fully
+        # re-announced in, and per partition what its flushes announced lately.
+        self._swept: dict[int, int | None] = {}
+        self._recent: dict[int, dict[str, tuple[float, Snapshot]]] = {}
 
     # --- lifecycle -----------------------------------------------------------------------
     def forget(self, partitions: set[int]) -> None:
         """Drop the in-memory books of partitions this worker no longer owns."""
         for partition in partitions:
             self._books.pop(partition, None)
+            self._recent.pop(partition, None)
+            self._swept.pop(partition, None)
 
     async def release(self, partitions: set[int]) -> None:
         """Forget the books of revoked partitions once a flush in progress has finished.
@@ -511,6 +519,7 @@ class VerificationLedger:
         if self._books.get(partition) is not book:
             return
         snapshots: list[Snapshot] = []
+        snapshot_names: list[str] = []
         # Order matters: fan states, then the partials that cover them (see ledger.py), then
         # the position.
         items = [(key, encoded) for key, (_, encoded) in book.staged.items()]
@@ -525,6 +534,7 @@ class VerificationLedger:
                 items.append((partial_key(partition, campaign), body))
                 flushed[campaign] = partial.watermark
                 snapshots.append((campaign, partial_message(body)))
+                snapshot_names.append(f"partial:{campaign}")
             for run_id in sorted(book.dirty_runs):
                 run = book.runs[run_id]
                 body = run.to_json()
@@ -534,6 +544,7 @@ class VerificationLedger:
                     del runs[:-INDEXED_RUNS]
                     grew = True
                 snapshots.append((run.campaignId, run_message(body)))
+                snapshot_names.append(f"run:{run_id}")
             if grew:
                 index = {"runs": runs}
                 items.append((index_key(partition), orjson.dumps(index)))
@@ -556,6 +567,10 @@ class VerificationLedger:
         if snapshots:
             await self._emit(snapshots)
             SNAPSHOTS.inc(len(snapshots))
+            recent = self._recent.setdefault(partition, {})
+            at = time.monotonic()
+            for name, snapshot in zip(snapshot_names, snapshots, strict=True):
+                recent[name] = (at, snapshot)
         FLUSHES.inc()
         VERIFY_RECORDS_OUT.inc(book.unflushed_records)
         for pending in book.unacked:
@@ -565,26 +580,44 @@ class VerificationLedger:
         book.last_flush = time.monotonic()
 
     def snapshots_for(self, partitions: set[int]) -> list[Snapshot]:
-        """Current partials and run progress of the given partitions, for re-announcement.
+        """What to announce again of the given partitions (the re-announcement timer).
 
-        Reads in-memory books first, the table otherwise.
+        Snapshots are absolute, so announcing one again is harmless, and it heals one lost
+        between a flush and its send, or a tally update lost in a crash (README "Exact
+        counts"). Both happen around a flush or a rebalance, so: once after each rebalance,
+        every partial and run of the partition (in-memory books first, the table otherwise);
+        then only what a flush announced in the last ``REANNOUNCE_WINDOW_SECONDS``. An idle
+        worker announces nothing, however many campaigns it holds.
         """
         out: list[Snapshot] = []
+        generation = self._current_generation()
+        now = time.monotonic()
         for partition in sorted(partitions):
-            book = self._books.get(partition)
-            for stored_key, stored_body in self.store.scan(partition, partials_prefix(partition)):
-                campaign = stored_key[len(partials_prefix(partition)) :].decode()
-                partial = book.partials.get(campaign) if book else None
-                body = partial.to_json() if partial else stored_body
-                out.append((campaign, partial_message(body)))
-            for run_id in _stored_index(self.store.get(partition, index_key(partition))):
-                run = book.runs.get(run_id) if book else None
-                body = (
-                    run.to_json() if run else self.store.get(partition, run_key(partition, run_id))
-                )
-                if body:
-                    decoded = orjson.loads(body)
-                    out.append((decoded["campaignId"], run_message(body)))
+            recent = self._recent.setdefault(partition, {})
+            for name, (when, _) in list(recent.items()):
+                if now - when > REANNOUNCE_WINDOW_SECONDS:
+                    del recent[name]
+            if partition in self._swept and self._swept[partition] == generation:
+                out.extend(snapshot for _, snapshot in recent.values())
+                continue
+            self._swept[partition] = generation
+            out.extend(self._every_snapshot(partition))
+        return out
+
+    def _every_snapshot(self, partition: int) -> list[Snapshot]:
+        out: list[Snapshot] = []
+        book = self._books.get(partition)
+        for stored_key, stored_body in self.store.scan(partition, partials_prefix(partition)):
+            campaign = stored_key[len(partials_prefix(partition)) :].decode()
+            partial = book.partials.get(campaign) if book else None
+            body = partial.to_json() if partial else stored_body
+            out.append((campaign, partial_message(body)))
+        for run_id in _stored_index(self.store.get(partition, index_key(partition))):
+            run = book.runs.get(run_id) if book else None
+            body = run.to_json() if run else self.store.get(partition, run_key(partition, run_id))
+            if body:
+                decoded = orjson.loads(body)
+                out.append((decoded["campaignId"], run_message(body)))
         return out
 
 

@@ -103,3 +103,35 @@ def test_a_partition_revoked_during_a_direct_read_is_not_written_by_that_read() 
 
     assert table.changelog == [], "the partition moved: its next owner writes it"
     assert acked == []
+
+
+def test_an_idle_ledger_announces_nothing_again_and_everything_once_after_a_rebalance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue #21 item 5: every partial and run was announced again every 5 s, so idle work
+    grew with every campaign ever seen."""
+    import vfstream.stream.verification as verification
+
+    generation = [1]
+    table = FakeTable()
+    ledger = VerificationLedger(table, no_emit, no_letter, current_generation=lambda: generation[0])
+
+    async def ack(item: Any) -> None:
+        return None
+
+    async def scenario() -> None:
+        for n in range(300):
+            record = fan_record("u1").model_copy(update={"campaignId": f"camp{n:03d}"})
+            await ledger.handle(event(n, record), ack)
+        await ledger.flush(PARTITION, ack)
+
+    asyncio.run(scenario())
+    first = ledger.snapshots_for({PARTITION})
+    assert len(first) == 300, "every partial once after the (first) assignment"
+    assert len(ledger.snapshots_for({PARTITION})) == 300, "flushed lately: announced again"
+
+    monkeypatch.setattr(verification, "REANNOUNCE_WINDOW_SECONDS", 0.0)
+    assert ledger.snapshots_for({PARTITION}) == [], "idle: nothing"
+    generation[0] = 2  # a rebalance
+    assert len(ledger.snapshots_for({PARTITION})) == 300
+    assert ledger.snapshots_for({PARTITION}) == []
