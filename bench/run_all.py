@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.agent_bench import agent_benchmark
 from bench.bridge_latency_bench import bridge_latency_benchmark
 from bench.common import bench_stack, isolated, machine, stop_stack
+from bench.console_load import console_load_benchmark
 from bench.e2e_bench import e2e_benchmark
 from bench.ingest_bench import ingest_benchmark
 from bench.latency_bench import RATES, latency_benchmark
@@ -33,11 +34,24 @@ TARGETS = {
     "latency_2000_per_s_p99_ms": "<= 250",
     "bridge_latency_2000_per_s_p99_ms": "<= 1000",
     "tls_agent_sasl_ssl_to_plain_ratio": "measured, no target (TLS costs CPU)",
+    "console_worst_route_p95_ms": "<= 500 (300 consoles polling as the page does)",
+    "console_rss_growth_over_no_pollers_mb": "< 150",
+    "console_throughput_ratio": ">= 0.8",
+    "console_routes_worst_route_p95_ms": "<= 500 (300 consoles asking five routes each)",
 }
 
 
 def main(argv: list[str]) -> int:
-    wanted = set(argv) or {"ingest", "agent", "mirror", "e2e", "latency", "bridge", "tls"}
+    wanted = set(argv) or {
+        "ingest",
+        "agent",
+        "mirror",
+        "e2e",
+        "latency",
+        "bridge",
+        "tls",
+        "console",
+    }
     results: dict[str, object] = {}
     failed: list[str] = []
     keep = os.environ.get("VFSTREAM_BENCH_KEEP")  # a folder to keep logs in
@@ -87,6 +101,8 @@ def main(argv: list[str]) -> int:
                 )
             if "tls" in wanted:
                 measure("tls", lambda: tls_benchmark(settings, work / "tls"))
+            if "console" in wanted:
+                measure("console", lambda: console_load_benchmark(settings, work / "console"))
         finally:
             stop_stack(settings)
     if failed:
