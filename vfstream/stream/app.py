@@ -43,7 +43,7 @@ from vfstream.sinks.relays.entry_forwarder import EntryForwarder
 from vfstream.sinks.relays.score_stream import ScoreStreamForwarder
 from vfstream.stream.partition_reader import CommittedRangeReader
 from vfstream.stream.ports import FlushPolicy
-from vfstream.stream.reporting import VerdictReporter
+from vfstream.stream.reporting import ReportLanes, VerdictReporter
 from vfstream.stream.tables import FanStateStore
 from vfstream.stream.transport import FetchedGaps, PositionLookup, broker_url
 from vfstream.stream.verification import VerificationLedger
@@ -183,6 +183,9 @@ class VfStream:
                 give_up_seconds=settings.slack_give_up_seconds,
             ),
         )
+        self.report_lanes = ReportLanes(
+            self.reporter, current_generation=lambda: app.consumer_generation_id
+        )
         self._warned_overdue: set[str] = set()
         self.activity = ActivityLog()
         self._register()
@@ -278,10 +281,28 @@ class VfStream:
                 for intent in effect.intents:
                     await self.send_keyed(self.reports_topic, event.key, intent.to_bytes())
 
+        # Intents are delivered in per-campaign lanes and acked in offset order once their
+        # outcome is durable (vfstream.stream.reporting): a slow Slack holds up one campaign.
+        lanes = self.report_lanes
+        reports = self.reports_topic.get_topic_name()
+
         @app.agent(self.reports_topic, name="report")
         async def report(stream: Any) -> None:
-            async for event in stream.events():
-                await self.reporter.handle(event.message.partition, event.value)
+            unacked = stream.noack()
+            try:
+                async for event in unacked.events():
+                    await lanes.submit(event, unacked.ack)
+            finally:
+                await lanes.stop()
+
+        @app.on_partitions_revoked.connect
+        async def stop_acking_reports(app: Any, revoked: set[TP], **kwargs: Any) -> None:
+            generation = app.consumer_generation_id
+            lanes.revoked({tp.partition for tp in revoked if tp.topic == reports}, generation)
+
+        @app.on_partitions_assigned.connect
+        async def drop_moved_reports(app: Any, assigned: set[TP], **kwargs: Any) -> None:
+            lanes.assigned({tp.partition for tp in assigned if tp.topic == reports})
 
     def _register_ledger_timers(self) -> None:
         """What keeps the ledger and the tally moving between events and across rebalances."""
