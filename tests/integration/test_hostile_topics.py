@@ -488,3 +488,34 @@ def test_any_message_on_the_partials_topic_is_taken_or_dead_lettered(target: Tar
 
     attack()
     asyncio.run(target.counted_exactly_after(campaign()))
+
+
+async def test_a_mirror_item_dynamodb_cannot_hold_is_an_alarm_on_the_console(
+    target: Target,
+) -> None:
+    """A state stored before such numbers were refused (here: written straight onto the
+    changelog) cannot be mirrored: counted and shown on every console, not only logged."""
+    import msgspec
+
+    from tests.support.states import sample_fan
+    from vfstream.domain.fans import Envelope, encode_envelope
+
+    name = campaign()
+    fan = msgspec.structs.replace(
+        sample_fan(campaignId=name, globalUserId="u1"), score=1e-320, version=99
+    )
+    key = fan_key(name, "u1").encode()
+    changelog = f"{target.settings.app_id}-fan-state-changelog"
+    partition = partition_for(key, target.settings.topic_partitions)
+
+    async def refused() -> int:
+        _, body = await target.worker.get_json("/dashboard/workers")
+        return sum(w["alarms"]["mirrorRefused"] for w in body["workers"])
+
+    before = await refused()
+    await target.produce(
+        changelog, [(partition, key, encode_envelope(Envelope(0, (0, 0, 0), fan)))]
+    )
+
+    await eventually(refused, lambda now: now > before, timeout=60)
+    await target.alive()

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 from faust.web import Request, Response, View
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from vfstream.domain.ledger import CampaignTotals
@@ -54,6 +55,14 @@ RUNS_KEPT = 500  # the newest runs a worker keeps ready (the most /dashboard/run
 CAMPAIGNS_SHOWN = 50  # /dashboard/campaigns without a limit
 CAMPAIGNS_MOST = 500
 SCAN_ATTEMPTS = 3
+
+
+def worker_alarms() -> dict[str, int]:
+    """What this worker could not do and will not retry, for the console to show: DynamoDB
+    mirror items refused for good (an item over 400 KB, a number DynamoDB cannot hold),
+    each a fan counted but missing from the table."""
+    refused = REGISTRY.get_sample_value("vfstream_mirror_items_total", {"outcome": "refused"})
+    return {"mirrorRefused": int(refused or 0)}
 
 
 def register_console_views(stream: VfStream) -> Console:
@@ -403,6 +412,7 @@ class Console:
         return {
             "worker": str(stream.app.conf.canonical_url).rstrip("/"),
             "partitions": sorted(stream.owned_score_partitions()),
+            "alarms": worker_alarms(),
             **stream.activity.as_json(),
         }
 

@@ -180,8 +180,10 @@ function drawActivity(workers) {
 
 function workerRow(w) {
   const last = w.rates.length ? w.rates[w.rates.length - 1].perSecond : 0;
+  const refused = (w.alarms && w.alarms.mirrorRefused) || 0;
+  const alarm = refused ? `${fmt(refused)} DynamoDB item(s) refused for good` : "none";
   return row(cell("worker", w.worker), cell("partitions", w.partitions.join(", ")),
-             cell("rate", fmt(last)));
+             cell("rate", fmt(last)), cell(refused ? "alarm" : "", alarm));
 }
 
 function showActivity(body) {
