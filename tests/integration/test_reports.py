@@ -17,6 +17,7 @@ from vfstream import kafka
 from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, rescore
 from vfstream.dev.scenario import upload_run, wait_for_counts
 from vfstream.dev.workers import WorkerProcess, run_cli
+from vfstream.domain.keys import partition_for
 from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
@@ -204,7 +205,11 @@ async def test_a_failing_webhook_is_given_up_once_and_a_stalled_run_is_warned(
                 "invalid": 0,
             }
             await producer.send_and_wait(
-                settings.partials_topic, orjson.dumps({"announce": stalled}), key=b"cfail"
+                settings.partials_topic,
+                orjson.dumps({"announce": stalled}),
+                key=b"cfail",
+                # The ingestor's partition for the campaign: a message elsewhere is refused.
+                partition=partition_for(b"cfail", settings.topic_partitions),
             )
         finally:
             await producer.stop()

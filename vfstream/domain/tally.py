@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import orjson
 from pydantic import BaseModel, model_validator
 
+from vfstream.domain.keys import partition_for
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
 from vfstream.domain.limits import DEFAULT_LIMITS, MAX_RUN_ID_BYTES, Limits, over_bytes
 from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
@@ -75,7 +76,11 @@ class TallyEffect:
 
 
 def message_refusal(
-    key: bytes | None, message: PartialsMessage, partitions: int, limits: Limits = DEFAULT_LIMITS
+    key: bytes | None,
+    message: PartialsMessage,
+    partitions: int,
+    limits: Limits = DEFAULT_LIMITS,
+    arrived_on: int | None = None,
 ) -> str | None:
     """Why a partials message cannot be taken as it is, or None.
 
@@ -85,6 +90,13 @@ def message_refusal(
     one changelog message, past what the broker takes.
     """
     campaign = (key or b"").decode("utf-8", "replace")
+    if arrived_on is not None and arrived_on != partition_for(key or b"", partitions):
+        # A campaign's totals live in the partition its key hashes to; a message elsewhere
+        # would start a second, diverging copy of them.
+        return (
+            f"arrived on partition {arrived_on}, but its key belongs to partition "
+            f"{partition_for(key or b'', partitions)}"
+        )
     part = message.partial or message.run or message.announce
     assert part is not None
     if part.campaignId != campaign:

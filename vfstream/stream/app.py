@@ -186,7 +186,11 @@ class VfStream:
         self.report_lanes = ReportLanes(
             self.reporter, current_generation=lambda: app.consumer_generation_id
         )
-        self._warned_overdue: set[str] = set()
+        # Campaigns with runs waiting to settle, and the runs already warned of, per campaign
+        # (``overdue_intents``); rebuilt from the table once per consumer generation.
+        self._pending_campaigns: set[bytes] = set()
+        self._pending_generation: int | None = -1
+        self._warned_overdue: dict[bytes, set[str]] = {}
         self.activity = ActivityLog()
         self._register()
 
@@ -267,7 +271,11 @@ class VfStream:
                 try:
                     message = PartialsMessage.from_bytes(event.value)
                     refusal = message_refusal(
-                        event.key, message, self.settings.topic_partitions, self.settings.limits
+                        event.key,
+                        message,
+                        self.settings.topic_partitions,
+                        self.settings.limits,
+                        arrived_on=event.message.partition,
                     )
                     if refusal is not None:
                         raise ValueError(refusal)
@@ -312,7 +320,7 @@ class VfStream:
         @app.timer(OVERDUE_CHECK_SECONDS)
         async def warn_overdue_runs() -> None:
             if not app.rebalancing:
-                for intent in self.overdue_intents(datetime.now(UTC)):
+                for intent in await self.overdue_intents(datetime.now(UTC)):
                     key = intent.run.campaignId.encode()
                     await self.send_keyed(self.reports_topic, key, intent.to_bytes())
 
@@ -446,11 +454,18 @@ class VfStream:
         self.activity.sample_lag(time.time(), score_lag)
 
     def apply_tally(self, key: bytes, message: PartialsMessage) -> TallyEffect:
-        """One partials message into its campaign's totals and windowed change."""
+        """One partials message into its campaign's totals and windowed change.
+
+        The totals are written only when they changed: an identical snapshot announced again
+        writes no changelog record and makes the mirror rewrite nothing.
+        """
         raw = self.campaign_counts.get(key)
         totals = CampaignTotals.from_bytes(raw) if raw else CampaignTotals(campaignId=key.decode())
         effect = apply_message(totals, message, datetime.now(UTC))
-        self.campaign_counts[key] = totals.to_bytes()
+        encoded = totals.to_bytes()
+        if encoded != raw:
+            self.campaign_counts[key] = encoded
+        self._note_pending(key, totals)
         if not effect.moved.is_zero:
             campaign = key.decode()
             try:
@@ -460,20 +475,48 @@ class VfStream:
             self.count_windows[campaign] = add_to_window(current, effect.moved)
         return effect
 
-    def overdue_intents(self, now: datetime) -> list[ReportIntent]:
+    def _note_pending(self, key: bytes, totals: CampaignTotals) -> None:
+        """Keep the set of campaigns with runs waiting to settle, and forget the warnings of
+        runs that settled or were let go: both stay as small as the runs still pending."""
+        if totals.announced:
+            self._pending_campaigns.add(key)
+            warned = self._warned_overdue.get(key)
+            if warned:
+                warned &= set(totals.announced)
+        else:
+            self._pending_campaigns.discard(key)
+            self._warned_overdue.pop(key, None)
+
+    async def overdue_intents(self, now: datetime) -> list[ReportIntent]:
         """Warnings for runs of campaigns this worker tallies that have not settled in time.
 
-        Each is sent once per worker life; the reporter's book absorbs the repeat after a
-        restart or a move of the partition.
+        Only campaigns with runs waiting to settle are looked at (``_pending_campaigns``,
+        kept by ``apply_tally``); after each rebalance the set is rebuilt once by a scan of
+        the table in a thread, off the event loop. Each run is warned of once per worker
+        life; the reporter's book absorbs the repeat after a restart or a move.
         """
+        generation = self.app.consumer_generation_id
+        if self._pending_generation != generation:
+            try:
+                found = await asyncio.to_thread(_campaigns_with_pending_runs, self.campaign_counts)
+            except Exception:  # a store closing mid-rebalance: the next tick scans again
+                log.warning("scanning for runs waiting to settle failed", exc_info=True)
+                return []
+            self._pending_campaigns |= found
+            self._pending_generation = generation
         owned = self.owned_partitions(self.settings.partials_topic)
         limit = timedelta(seconds=self.settings.report_overdue_seconds)
         intents: list[ReportIntent] = []
-        for key, raw in list(self.campaign_counts.data.items()):
+        for key in sorted(self._pending_campaigns):
             if self.partition_of(key) not in owned:
-                continue  # a standby copy: the active owner warns
-            late = overdue_intents(CampaignTotals.from_bytes(raw), now, limit, self._warned_overdue)
-            self._warned_overdue.update(intent.run.runId for intent in late)
+                continue  # a standby copy, or moved: the active owner warns
+            raw = self.campaign_counts.get(key)
+            if not raw:
+                self._pending_campaigns.discard(key)
+                continue
+            warned = self._warned_overdue.setdefault(key, set())
+            late = overdue_intents(CampaignTotals.from_bytes(raw), now, limit, warned)
+            warned.update(intent.run.runId for intent in late)
             intents.extend(late)
         return intents
 
@@ -503,6 +546,16 @@ class VfStream:
         from vfstream.sources.s3.notifications import listen_for_files
 
         await listen_for_files(self.settings, lambda: self.app.should_stop)
+
+
+def _campaigns_with_pending_runs(table: Any) -> set[bytes]:
+    """The campaign keys of the counts table whose totals have runs waiting to settle (a
+    scan of the local store: run in a thread)."""
+    found: set[bytes] = set()
+    for key, raw in list(table.data.items()):
+        if raw and b'"announced":{}' not in raw:
+            found.add(bytes(key))
+    return found
 
 
 def build_app(settings: Settings) -> VfStream:

@@ -194,3 +194,14 @@ def test_a_campaigns_totals_stay_bounded_whatever_runs_arrive() -> None:
     assert list(totals.announced)[-1] == "pending-01999", "the newest are kept"
     assert len(totals.runs) == TRACKED_RUNS
     assert len(totals.to_bytes()) < 512 * 1024
+
+
+def test_a_message_on_another_partition_than_its_campaigns_is_refused() -> None:
+    from vfstream.domain.keys import partition_for
+
+    home = partition_for(b"c1", 6)
+    message = announce("r1")
+
+    assert message_refusal(b"c1", message, partitions=6, arrived_on=home) is None
+    refused = message_refusal(b"c1", message, partitions=6, arrived_on=(home + 1) % 6)
+    assert refused is not None and f"belongs to partition {home}" in refused
