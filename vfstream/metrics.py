@@ -57,6 +57,12 @@ FENCED_INGESTS = Counter(
     "vfstream_fenced_ingests_total",
     "Open transactions of dead ingests aborted by fencing their transactional id",
 )
+S3_READ_FAULTS = Counter(
+    "vfstream_s3_read_faults_total",
+    "Reads of a file S3 broke off, by what was done: resumed at the byte reached, or the "
+    "file restarted (its transaction aborted) once resuming did not heal it",
+    ["action"],
+)
 HTTP_UNAUTHORIZED = Counter(
     "vfstream_http_unauthorized_total",
     "HTTP requests refused for want of a valid token (missing, wrong, malformed)",

@@ -148,6 +148,18 @@ class Settings(BaseSettings):
     aws_session_token: SecretStr | None = None
     scoring_bucket: str = "vf-scoring"
     notification_queue: str = "vf-scoring-events"
+    # The redrive policy `vfstream dev up` gives the queue: a message received this many
+    # times goes to <queue>-dlq (a poison message; transient faults are retried in place and
+    # do not count). Production queues need the same (README "Ingestion").
+    notification_max_receive_count: int = Field(default=5, ge=1, le=1000)
+    # S3 faults while a file is read (README "Ingestion"): a read broken off resumes at the
+    # byte reached for this long; then the file's transaction is aborted and the file starts
+    # again after a backoff, for s3_retry_seconds (unset: as long as the process runs).
+    s3_resume_seconds: float = Field(default=20.0, ge=0)
+    s3_retry_seconds: float | None = Field(default=None, gt=0)
+    # How long a fanlist ingest retries DynamoDB (throttling, outage, unprocessed items)
+    # before it ends incomplete; the SQS listener then keeps the message and tries again.
+    fanlist_retry_seconds: float = Field(default=60.0, gt=0)
     demand_table: str = "vf-demand"
     scores_stream: str = "vf-scores"
     campaign_data_stream: str = "vf-campaign-data"

@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from botocore.exceptions import BotoCoreError
 
 from vfstream.cli import exit_codes
-from vfstream.errors import Interrupted
+from vfstream.errors import DependencyUnavailable, Interrupted
 from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
@@ -73,8 +73,9 @@ def run_ingest(settings: Settings, url: str, *, force: bool = False, progress: b
             file=sys.stderr,
         )
         return exit_codes.SIGNALLED_BASE + signum
-    except (OSError, BotoCoreError, KafkaError) as exc:
-        # S3 or Kafka unreachable: nothing to summarise, only the cause to name.
+    except (OSError, BotoCoreError, KafkaError, DependencyUnavailable) as exc:
+        # S3 or Kafka unreachable (S3 past VFSTREAM_S3_RETRY_SECONDS): nothing to
+        # summarise, only the cause to name.
         print(f"vfstream ingest: could not ingest {url}: {exc}", file=sys.stderr)
         return exit_codes.UNAVAILABLE
     sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")

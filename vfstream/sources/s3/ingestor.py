@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
 import hashlib
 import logging
 import sys
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from botocore.exceptions import ClientError
 
 from vfstream import kafka
 from vfstream.aws import aws_client, s3_object_missing
@@ -43,8 +40,16 @@ from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_O
 from vfstream.ops.reads import latest_values
 from vfstream.settings import Settings
 from vfstream.sources.s3.csvrows import printable_raw, read_scoring_rows
+from vfstream.sources.s3.faults import FILE_BYTE_ERRORS
 from vfstream.sources.s3.inflight import InflightAnnouncer, fence_dead_ingests
-from vfstream.sources.s3.s3body import BlockingS3Body, open_text
+from vfstream.sources.s3.s3body import (
+    S3_READ_RETRIES,
+    BlockingS3Body,
+    get_object_version,
+    open_text,
+    raise_if_s3_fault,
+    retry_while_s3_fails,
+)
 from vfstream.sources.s3.summary import FileSummary
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,11 @@ class IngestSummary(FileSummary):
     produced: int = 0
     forced: bool = False
     runId: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+    def restart(self) -> None:
+        """The counts of an attempt whose transaction was aborted: nothing of them counts."""
+        self.status = "pending"
+        self.rows_in = self.valid = self.invalid = self.produced = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -154,16 +164,31 @@ class ScoringFileIngestor:
         return summary
 
     async def _ingest(self, summary: IngestSummary, force: bool) -> None:
+        """Ingest the file, starting it again while S3 fails (SPEC 2 "Transient is not
+        invalid"): a read S3 broke off and that resuming did not heal aborts the file's
+        transaction (nothing of it was committed), waits, and reads the file from its start.
+        After ``s3_retry_seconds`` (unset: as long as the process runs) ``S3Unavailable``
+        is raised; the file is never refused for it."""
         scoring_key = parse_scoring_key(summary.key, self.settings.limits)
         summary.campaignId = scoring_key.campaign_id
-        async with aws_client(self.settings, "s3") as s3:
+        await retry_while_s3_fails(
+            lambda: self._attempt(summary, scoring_key, force),
+            object_url=f"s3://{summary.bucket}/{summary.key}",
+            within=self.settings.s3_retry_seconds,
+            on_restart=summary.restart,
+            aborted="its transaction was aborted (nothing of it committed)",
+        )
+
+    async def _attempt(self, summary: IngestSummary, scoring_key: Any, force: bool) -> None:
+        async with aws_client(self.settings, "s3", retries=S3_READ_RETRIES) as s3:
             try:
                 head = await s3.head_object(Bucket=summary.bucket, Key=summary.key)
-            except ClientError as exc:
+            except Exception as exc:
                 if s3_object_missing(exc):
                     raise ScoringFileError(
                         f"s3://{summary.bucket}/{summary.key} does not exist"
                     ) from exc
+                raise_if_s3_fault(exc)
                 raise
             summary.etag = head["ETag"].strip('"')
             await self._fence_dead_ingests()
@@ -175,7 +200,7 @@ class ScoringFileIngestor:
                     summary.status = "skipped"
                     log.info("%s was ingested before; skipped (use --force)", this_file)
                     return
-                obj = await s3.get_object(Bucket=summary.bucket, Key=summary.key)
+                obj = await get_object_version(s3, summary.bucket, summary.key, head["ETag"])
                 announcer = InflightAnnouncer(
                     self.settings,
                     self.transactional_id(summary.bucket, summary.key),
@@ -183,10 +208,15 @@ class ScoringFileIngestor:
                 )
                 try:
                     async with announcer.held():
-                        await self._produce_file(producer, obj, scoring_key, summary, this_file)
+                        await self._produce_file(
+                            producer, s3, obj, head["ETag"], scoring_key, summary, this_file
+                        )
                 except FileRejected:
                     await self._report_file_failure(producer, summary, this_file)
                     raise
+                finally:
+                    with contextlib.suppress(Exception):
+                        obj["Body"].close()
             finally:
                 await producer.stop()
 
@@ -200,15 +230,32 @@ class ScoringFileIngestor:
     async def _produce_file(
         self,
         producer: AIOKafkaProducer,
+        s3: Any,
         obj: dict[str, Any],
+        etag: str,
         scoring_key: Any,
         summary: IngestSummary,
         this_file: str,
     ) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=8)
-        bar = self._progress_bar(int(obj.get("ContentLength") or 0), summary.key)
-        body = BlockingS3Body(obj["Body"], loop, on_bytes=bar.update if bar else None)
+        length = int(obj.get("ContentLength") or 0)
+        bar = self._progress_bar(length, summary.key)
+
+        async def reopen(offset: int) -> Any:
+            # The same version (IfMatch its ETag), from the byte the read stopped at.
+            ranged = await get_object_version(s3, summary.bucket, summary.key, etag, offset=offset)
+            return ranged["Body"]
+
+        body = BlockingS3Body(
+            obj["Body"],
+            loop,
+            on_bytes=bar.update if bar else None,
+            content_length=length if "ContentLength" in obj else None,
+            reopen=reopen,
+            resume_within=self.settings.s3_resume_seconds,
+            describe=f"s3://{summary.bucket}/{summary.key}",
+        )
         cancelled = threading.Event()
         topic = self.settings.score_records_topic
         partitions = await _partition_count(producer, topic)
@@ -260,6 +307,7 @@ class ScoringFileIngestor:
             await producer.commit_transaction()
         except BaseException:
             cancelled.set()
+            body.abort()
             with contextlib.suppress(Exception):
                 while thread.is_alive():
                     with contextlib.suppress(asyncio.QueueEmpty):
@@ -269,6 +317,7 @@ class ScoringFileIngestor:
                 await producer.abort_transaction()
             raise
         finally:
+            body.drop()
             if bar is not None:
                 bar.close()
 
@@ -337,7 +386,8 @@ class ScoringFileIngestor:
                 if chunk.rows >= CHUNK_ROWS:
                     put(chunk)
                     chunk = _Chunk()
-        except (gzip.BadGzipFile, zlib.error, EOFError, OSError) as exc:
+        except FILE_BYTE_ERRORS as exc:
+            # The file's own bytes. A read S3 broke off is S3Unavailable, never this.
             raise ScoringFileError(f"corrupt or truncated gzip stream: {exc}") from exc
         chunk.batches.extend(batches.drain())
         put(chunk)
