@@ -9,6 +9,7 @@ as Numbers through Decimal, as DynamoDB requires.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -121,7 +122,8 @@ class DynamoBatchWriter:
         table_name: str,
         *,
         key_names: Sequence[str] = ("PK", "SK"),
-        attempts: int = 6,
+        attempts: int | None = 6,
+        within: float | None = None,
         base_delay: float = 0.05,
         max_delay: float = 5.0,
         sink_label: str = "dynamodb",
@@ -129,7 +131,11 @@ class DynamoBatchWriter:
         self.client = client
         self.table_name = table_name
         self.key_names = tuple(key_names)
+        # Retries end after ``attempts`` calls of a batch or ``within`` seconds of one
+        # put_items call, whichever comes first (neither: never). Past ``within`` every batch
+        # left gets one call; once one of those fails too, the rest fail without a call.
         self.attempts = attempts
+        self.within = within
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.sink_label = sink_label
@@ -137,13 +143,22 @@ class DynamoBatchWriter:
     async def put_items(self, items: Iterable[Mapping[str, Any]]) -> BatchWriteResult:
         result = BatchWriteResult()
         table_fault: str | None = None
+        deadline = None if self.within is None else time.monotonic() + self.within
+        left: list[Mapping[str, Any]] = []
         for batch in self._plan(items, result):
             if table_fault is not None:
-                # The table is missing or closed to us: more calls would fail the same way.
-                self._fail(result, [put.item for put in batch], table_fault)
+                # The table is missing or closed to us, or DynamoDB failed past the deadline:
+                # more calls would fail the same way.
+                left.extend(put.item for put in batch)
                 continue
-            table_fault = await self._write_batch(batch, result)
+            table_fault = await self._write_batch(batch, result, deadline)
+        if table_fault is not None:
+            self._fail(result, left, table_fault)
         return result
+
+    @staticmethod
+    def _time_left(deadline: float | None) -> float | None:
+        return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
     def _plan(
         self, items: Iterable[Mapping[str, Any]], result: BatchWriteResult
@@ -182,14 +197,20 @@ class DynamoBatchWriter:
             for name in self.key_names
         )
 
-    async def _write_batch(self, batch: list[_Put], result: BatchWriteResult) -> str | None:
+    async def _write_batch(
+        self, batch: list[_Put], result: BatchWriteResult, deadline: float | None = None
+    ) -> str | None:
         """Write one call's puts, retrying what is worth it; returns a table-level fault."""
         pending = batch
         last_error = "no attempt made"
+        time_left = self._time_left(deadline)
+        attempts = 1 if time_left == 0.0 else self.attempts
+        started = time.monotonic()
         try:
             async for attempt in retrying(
                 _RetryLater,
-                attempts=self.attempts,
+                attempts=attempts,
+                within=time_left or None,
                 backoff=Backoff(self.base_delay, self.max_delay),
             ):
                 with attempt:
@@ -200,7 +221,7 @@ class DynamoBatchWriter:
                         pending = await self._call(pending, result)
                     except Exception as exc:
                         if _is_item_refusal(exc):
-                            return await self._isolate(pending, exc, result)
+                            return await self._isolate(pending, exc, result, deadline)
                         if not is_retryable_aws_error(exc):
                             self._fail(result, [put.item for put in pending], _describe(exc))
                             return _describe(exc)
@@ -216,11 +237,13 @@ class DynamoBatchWriter:
                         last_error = "still unprocessed (throughput exceeded)"
                         raise _RetryLater(last_error)
         except _RetryLater:
-            self._fail(
-                result,
-                [put.item for put in pending],
-                f"not written after {self.attempts} attempts: {last_error}",
-            )
+            if deadline is None:
+                reason = f"not written after {self.attempts} attempts: {last_error}"
+            else:
+                reason = f"not written in {time.monotonic() - started:.1f}s: {last_error}"
+            self._fail(result, [put.item for put in pending], reason)
+            if deadline is not None and self._time_left(deadline) == 0.0:
+                return reason
         return None
 
     async def _call(self, puts: list[_Put], result: BatchWriteResult) -> list[_Put]:
@@ -249,7 +272,11 @@ class DynamoBatchWriter:
         return left
 
     async def _isolate(
-        self, puts: list[_Put], exc: Exception, result: BatchWriteResult
+        self,
+        puts: list[_Put],
+        exc: Exception,
+        result: BatchWriteResult,
+        deadline: float | None = None,
     ) -> str | None:
         """A refused call fails every put in it; writing them one by one lets the sound ones
         through and pins the refusal on the item that caused it."""
@@ -263,7 +290,7 @@ class DynamoBatchWriter:
             _describe(exc),
         )
         for index, put in enumerate(puts):
-            table_fault = await self._write_batch([put], result)
+            table_fault = await self._write_batch([put], result, deadline)
             if table_fault is not None:
                 self._fail(result, [later.item for later in puts[index + 1 :]], table_fault)
                 return table_fault

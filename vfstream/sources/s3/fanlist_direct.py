@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +22,6 @@ from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from botocore.exceptions import ClientError
 
 from vfstream import kafka
 from vfstream.aws import aws_client, s3_object_missing
@@ -47,7 +47,14 @@ from vfstream.settings import Settings
 from vfstream.sinks.clients.dynamo_batch import DynamoBatchWriter
 from vfstream.sinks.clients.kinesis import KinesisForwarder, KinesisRecord
 from vfstream.sources.s3.csvrows import printable_raw, read_csv_rows
-from vfstream.sources.s3.s3body import BlockingS3Body, open_text
+from vfstream.sources.s3.s3body import (
+    S3_READ_RETRIES,
+    BlockingS3Body,
+    get_object_version,
+    open_text,
+    raise_if_s3_fault,
+    retry_while_s3_fails,
+)
 from vfstream.sources.s3.summary import FileSummary
 
 log = logging.getLogger(__name__)
@@ -61,9 +68,21 @@ class FanlistSummary(FileSummary):
     status: str = "pending"  # stored | incomplete (some items not stored or streamed) | failed
     correlation: str | None = None
     counts: FanlistCounts = field(default_factory=FanlistCounts)
+    # Of what an incomplete run left, the items and records another run may store or
+    # stream (DynamoDB or Kinesis failed); items DynamoDB refused for good are not.
+    retryable: int = 0
+
+    @property
+    def settled(self) -> bool:
+        return self.status != "incomplete" or self.retryable == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.file_dict(), "correlation": self.correlation, **self.counts.as_dict()}
+        return {
+            **self.file_dict(),
+            "correlation": self.correlation,
+            **self.counts.as_dict(),
+            "retryable": self.retryable,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,21 +145,46 @@ def parse_fanlist_rows(
     return parsed
 
 
+@dataclass
+class _Progress:
+    """What earlier runs of one object version, in this process, already did: the items
+    DynamoDB holds, the stream records sent, the items DynamoDB refused for good, whether
+    the dead letters went out. A run after an incomplete one does only the rest, so the
+    campaign-data stream gets each record once (README "Fanlist files")."""
+
+    stored: set[str] = field(default_factory=set)
+    streamed: set[str] = field(default_factory=set)
+    refused: dict[str, str] = field(default_factory=dict)
+    dead_lettered: bool = False
+
+
+# DynamoDB calls: few retries inside botocore (a refused call took 20 s with its default of
+# 5 adaptive tries); DynamoBatchWriter retries them within fanlist_retry_seconds.
+DYNAMO_RETRIES = {"max_attempts": 3, "mode": "standard"}
+
+# Incomplete files whose progress is kept (one entry per object version, the oldest dropped).
+KEPT_PROGRESS = 64
+
+
 class FanlistIngestor:
     def __init__(
         self,
         settings: Settings,
         *,
-        dynamo_attempts: int = 6,
+        retry_seconds: float | None = None,
         stream_attempts: int = 5,
     ) -> None:
         self.settings = settings
-        self.dynamo_attempts = dynamo_attempts
+        # DynamoDB is retried this long in one run (throttling, an outage, unprocessed items).
+        self.retry_seconds = retry_seconds or settings.fanlist_retry_seconds
         self.stream_attempts = stream_attempts
+        self._progress: OrderedDict[str, _Progress] = OrderedDict()
 
     async def ingest(self, bucket: str, key: str) -> FanlistSummary:
-        """Store one fanlist file. A file-level fault gives a ``failed`` summary; a fault of
-        S3, Kafka or the endpoint itself raises, so that a notification is retried."""
+        """Store one fanlist file. A file-level fault gives a ``failed`` summary; items or
+        records not stored or streamed give an ``incomplete`` one (``retryable`` of them are
+        worth another run, which does only what is left); a fault of S3, Kafka or the
+        endpoint itself raises, so that a notification is retried."""
         started = time.monotonic()
         summary = FanlistSummary(bucket=bucket, key=key)
         try:
@@ -155,25 +199,51 @@ class FanlistIngestor:
         RECORDS_OUT.labels("fanlist").inc(summary.counts.stream.out)
         return summary
 
+    def _progress_of(self, correlation: str) -> _Progress:
+        progress = self._progress.pop(correlation, None) or _Progress()
+        self._progress[correlation] = progress
+        while len(self._progress) > KEPT_PROGRESS:
+            self._progress.popitem(last=False)
+        return progress
+
     async def _ingest(self, summary: FanlistSummary) -> None:
         fanlist_key = parse_fanlist_key(summary.key)
         summary.campaignId = fanlist_key.campaign_id
-        source, parsed = await self._read(summary.bucket, summary.key, fanlist_key)
+        source, parsed = await retry_while_s3_fails(
+            lambda: self._read(summary.bucket, summary.key, fanlist_key),
+            object_url=f"s3://{summary.bucket}/{summary.key}",
+            within=self.settings.s3_retry_seconds,
+        )
         summary.etag = source.etag
         summary.correlation = source.correlation
         deduplicated = keep_highest_scores(parsed.valid)
-        await self._dead_letter(source, parsed.rejections)
+        progress = self._progress_of(source.correlation)
+        if not progress.dead_lettered:
+            await self._dead_letter(source, parsed.rejections)
+            progress.dead_lettered = True
 
         now = datetime.now(UTC)
-        items = [fanlist_item(row, fanlist_key, updated=now) for row in deduplicated.kept]
-        async with aws_client(self.settings, "dynamodb") as dynamo:
+        sk = fanlist_sk(fanlist_key.campaign_id)
+        to_store = [
+            row
+            for row in deduplicated.kept
+            if row.item_pk not in progress.stored and row.item_pk not in progress.refused
+        ]
+        items = [fanlist_item(row, fanlist_key, updated=now) for row in to_store]
+        async with aws_client(self.settings, "dynamodb", retries=DYNAMO_RETRIES) as dynamo:
             writer = DynamoBatchWriter(
-                dynamo, self.settings.demand_table, attempts=self.dynamo_attempts
+                dynamo, self.settings.demand_table, attempts=None, within=self.retry_seconds
             )
             written = await writer.put_items(items)
-        not_stored = {(f.item.get("PK"), f.item.get("SK")) for f in written.failed}
-        sk = fanlist_sk(fanlist_key.campaign_id)
-        stored = [row for row in deduplicated.kept if (row.item_pk, sk) not in not_stored]
+        not_stored = {(f.item.get("PK"), f.item.get("SK")): f for f in written.failed}
+        for row in to_store:
+            failure = not_stored.get((row.item_pk, sk))
+            if failure is None:
+                progress.stored.add(row.item_pk)
+            elif failure.permanent:
+                progress.refused[row.item_pk] = failure.reason
+        stored = [row for row in deduplicated.kept if row.item_pk in progress.stored]
+        to_stream = [row for row in stored if row.item_pk not in progress.streamed]
 
         records = [
             KinesisRecord(
@@ -184,13 +254,17 @@ class FanlistIngestor:
                     )
                 ),
             )
-            for row in stored
+            for row in to_stream
         ]
         async with aws_client(self.settings, "kinesis") as kinesis:
             forwarder = KinesisForwarder(
                 kinesis, self.settings.campaign_data_stream, attempts=self.stream_attempts
             )
             forwarded = await forwarder.forward(records)
+        unsent = {id(record) for record, _ in forwarded.failed}
+        for row, record in zip(to_stream, records, strict=True):
+            if id(record) not in unsent:
+                progress.streamed.add(row.item_pk)
         for record, reason in forwarded.failed:
             log.error(
                 "fanlist record %s of s3://%s/%s not streamed: %s",
@@ -200,29 +274,50 @@ class FanlistIngestor:
                 reason,
             )
 
+        dynamo_failed = len(deduplicated.kept) - len(stored)
+        stream_failed = sum(1 for row in stored if row.item_pk not in progress.streamed)
         summary.counts = FanlistCounts.tally(
             rows_in=parsed.rows_in,
             invalid=len(parsed.rejections),
             duplicate=deduplicated.duplicates,
-            dynamo_failed=len(deduplicated.kept) - len(stored),
-            stream_failed=len(forwarded.failed),
+            dynamo_failed=dynamo_failed,
+            stream_failed=stream_failed,
         )
-        summary.status = "stored" if not (not_stored or forwarded.failed) else "incomplete"
+        refused = sum(1 for row in deduplicated.kept if row.item_pk in progress.refused)
+        summary.retryable = dynamo_failed - refused + stream_failed
+        summary.status = "stored" if not (dynamo_failed or stream_failed) else "incomplete"
+        if summary.retryable == 0:
+            # Done, or done with what can be done: nothing is left for another run.
+            self._progress.pop(source.correlation, None)
         log.info("fanlist summary %s", orjson.dumps(summary.as_dict()).decode())
 
     async def _read(
         self, bucket: str, key: str, fanlist_key: FanlistKey
     ) -> tuple[FanlistFile, ParsedFanlist]:
-        async with aws_client(self.settings, "s3") as s3:
+        async with aws_client(self.settings, "s3", retries=S3_READ_RETRIES) as s3:
             try:
                 obj = await s3.get_object(Bucket=bucket, Key=key)
-            except ClientError as exc:
+            except Exception as exc:
                 if s3_object_missing(exc):
                     raise FanlistFileError(f"s3://{bucket}/{key} does not exist") from exc
+                raise_if_s3_fault(exc)
                 raise
-            # The ETag of the very response we read, so the correlation names those bytes.
-            source = FanlistFile(bucket, key, obj["ETag"].strip('"'), fanlist_key)
-            body = BlockingS3Body(obj["Body"], asyncio.get_running_loop())
+            # The ETag of the very response read, so the correlation names those bytes; a
+            # read S3 breaks off resumes in that version only (IfMatch).
+            etag = obj["ETag"]
+            source = FanlistFile(bucket, key, etag.strip('"'), fanlist_key)
+
+            async def reopen(offset: int) -> Any:
+                return (await get_object_version(s3, bucket, key, etag, offset=offset))["Body"]
+
+            body = BlockingS3Body(
+                obj["Body"],
+                asyncio.get_running_loop(),
+                content_length=int(obj["ContentLength"]) if "ContentLength" in obj else None,
+                reopen=reopen,
+                resume_within=self.settings.s3_resume_seconds,
+                describe=f"s3://{bucket}/{key}",
+            )
             try:
                 # The csv module is synchronous: parse in a thread while the loop streams S3.
                 limits = self.settings.limits
@@ -236,7 +331,7 @@ class FanlistIngestor:
                 await self._report_file_failure(source, exc)
                 raise
             finally:
-                obj["Body"].close()
+                body.drop()
         return source, parsed
 
     def _producer(self) -> AIOKafkaProducer:

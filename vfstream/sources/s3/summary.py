@@ -17,6 +17,12 @@ class FileSummary:
     error: str | None = None
     seconds: float = 0.0
 
+    @property
+    def settled(self) -> bool:
+        """Done with, as far as the notification naming the file is concerned: ingested,
+        skipped, or refused for a reason in the file. Not while another run could do more."""
+        return self.status not in ("pending", "incomplete")
+
     def file_dict(self) -> dict[str, Any]:
         return {
             "bucket": self.bucket,

@@ -236,3 +236,28 @@ async def test_an_unprocessed_put_it_cannot_match_is_still_retried_and_reported(
     result = await writer(Renaming(), attempts=2).put_items(items(1))
     assert result.written == 1
     assert [f.item for f in result.failed] == [{"PK": "fan:x", "SK": "s"}]
+
+
+async def test_within_bounds_the_retries_of_the_whole_call_and_fails_the_rest_at_once() -> None:
+    """With ``within`` (a fanlist ingest's time bound), a table that throttles every item
+    for longer is retried until the deadline; then every batch left gets one call, and once
+    one of those fails too the rest fail without a call, each item reported."""
+    client = ScriptedDynamo(unprocessed={f"fan:u{i}": 10_000 for i in range(100)})
+    result = await DynamoBatchWriter(
+        client, TABLE, attempts=None, within=0.3, base_delay=0.01, max_delay=0.05
+    ).put_items(items(100))
+    assert result.written == 0
+    assert len(result.failed) == 100
+    assert not any(f.permanent for f in result.failed)
+    assert result.failed[0].reason.startswith("not written in 0.")
+    first_batch_calls = sum(1 for call in client.calls if call[0] == "fan:u0")
+    assert first_batch_calls > 3  # retried until the deadline
+    assert len(client.calls) == first_batch_calls  # the three batches left: no call
+
+
+async def test_within_lets_a_batch_through_that_is_throttled_for_less_than_the_bound() -> None:
+    client = ScriptedDynamo(unprocessed={"fan:u3": 4})
+    result = await DynamoBatchWriter(
+        client, TABLE, attempts=None, within=5, base_delay=0.001, max_delay=0.002
+    ).put_items(items(30))
+    assert result.written == 30 and not result.failed
