@@ -99,6 +99,11 @@ def main(argv: list[str]) -> int:
                     "bridge",
                     lambda: bridge_latency_benchmark(isolated(settings, place), place),
                 )
+            if "soak" in wanted:
+                # Asked for by name only (about 25 minutes); its own stack, workers, plot.
+                from bench.soak import soak_benchmark
+
+                measure("soak", lambda: soak_benchmark(work / "soak"))
             if "tls" in wanted:
                 measure("tls", lambda: tls_benchmark(settings, work / "tls"))
             if "console" in wanted:
