@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -13,9 +14,7 @@ from vfstream.settings import Settings
 
 async def provision_aws(settings: Settings) -> None:
     async with aws_client(settings, "sqs") as sqs:
-        queue_url = (await sqs.create_queue(QueueName=settings.notification_queue))["QueueUrl"]
-        attrs = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-        queue_arn = attrs["Attributes"]["QueueArn"]
+        queue_arn = await provision_queue(sqs, settings)
     async with aws_client(settings, "s3") as s3:
         with contextlib.suppress(ClientError):
             await s3.create_bucket(Bucket=settings.scoring_bucket)
@@ -61,11 +60,45 @@ async def provision_aws(settings: Settings) -> None:
                     raise
 
 
+def dead_letter_queue(queue: str) -> str:
+    """The name of a notification queue's dead-letter queue."""
+    return f"{queue}-dlq"
+
+
+async def provision_queue(sqs: Any, settings: Settings) -> str:
+    """The notification queue with its dead-letter queue and redrive policy: a message
+    received ``notification_max_receive_count`` times (a poison message: the listener
+    retries transient faults in place, without receiving the message again) goes to
+    ``<queue>-dlq``, kept 14 days. Returns the queue's ARN."""
+    dlq_url = (
+        await sqs.create_queue(
+            QueueName=dead_letter_queue(settings.notification_queue),
+            Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600)},
+        )
+    )["QueueUrl"]
+    dlq_arn = await _queue_arn(sqs, dlq_url)
+    queue_url = (await sqs.create_queue(QueueName=settings.notification_queue))["QueueUrl"]
+    redrive = {
+        "deadLetterTargetArn": dlq_arn,
+        "maxReceiveCount": str(settings.notification_max_receive_count),
+    }
+    await sqs.set_queue_attributes(
+        QueueUrl=queue_url, Attributes={"RedrivePolicy": json.dumps(redrive)}
+    )
+    return await _queue_arn(sqs, queue_url)
+
+
+async def _queue_arn(sqs: Any, url: str) -> str:
+    attrs = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(attrs["Attributes"]["QueueArn"])
+
+
 def describe(settings: Settings) -> str:
     return json.dumps(
         {
             "bucket": settings.scoring_bucket,
             "queue": settings.notification_queue,
+            "deadLetterQueue": dead_letter_queue(settings.notification_queue),
             "table": settings.demand_table,
             "streams": [
                 settings.scores_stream,

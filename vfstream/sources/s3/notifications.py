@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,6 +17,7 @@ import orjson
 from vfstream.errors import InputRejected
 from vfstream.retry import Backoff
 from vfstream.settings import Settings
+from vfstream.sources.s3.faults import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,11 @@ def parse_s3_notification(body: str | bytes) -> list[ObjectCreated]:
 class FileSummary(Protocol):
     """What an ingestion of one file reports: scoring and fanlist summaries alike."""
 
+    @property
+    def settled(self) -> bool:
+        """Done, or refused for a reason in the file: the notification may go."""
+        ...
+
     def as_dict(self) -> dict[str, Any]: ...
 
 
@@ -91,14 +99,48 @@ def route_by_key_prefix(routes: Mapping[str, Ingest], default: Ingest) -> Ingest
 # Between polls the listener also fences the transactions of dead ingests (an ingest killed
 # mid-file stalls every worker until then), so polls are kept short.
 POLL_WAIT_SECONDS = 3
+# Messages held at once (received, not yet deleted): one receive's worth.
+MAX_HELD = 10
+# A file that failed for a transient reason (a service away, a fanlist not yet all stored)
+# is tried again in place after this backoff, its message kept invisible meanwhile.
+RETRY_BACKOFF = Backoff(2.0, 60.0)
+# The queue's visibility timeout when its attributes cannot be read (SQS's default).
+DEFAULT_VISIBILITY_SECONDS = 30
+# A held message's visibility is renewed this often, as a fraction of the queue's timeout.
+EXTEND_FRACTION = 1 / 3
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # every file settled: delete the message
+    LATER = "later"  # a transient fault: keep the message, try again in place
+    GIVE_UP = "give-up"  # an unknown error: let the message return (redrive counts it)
+
+
+@dataclass
+class _Held:
+    """A received message the listener keeps invisible until it is done with it."""
+
+    message: dict[str, Any]
+    due: float
+    files_done: int = 0
+    tries: int = 0
+
+    @property
+    def receipt(self) -> str:
+        return str(self.message["ReceiptHandle"])
 
 
 class NotificationListener:
     """Long-polls the queue; a message is deleted once every file it names is settled.
 
-    Settled means ingested, skipped as a duplicate, or rejected as a bad file (retrying a
-    bad file cannot help). Anything else (broker down, S3 error) leaves the message for
-    redelivery after the visibility timeout.
+    Settled means ingested, skipped as a duplicate, or refused for a reason inside the file
+    (retrying a bad file cannot help). While the listener holds a message (working on it,
+    or waiting to retry it) its visibility is renewed every third of the queue's visibility
+    timeout, so no other worker receives it and fences the ingest, however long the file
+    takes. A transient fault (a service away, a fanlist with items not yet stored) keeps the
+    message and tries the file again in place after a backoff: it never burns one of the
+    receives the queue's redrive policy counts. An unknown error (a bug) lets the message
+    return; one that always fails so ends in the dead-letter queue (README "Ingestion").
     """
 
     def __init__(self, settings: Settings, ingest: Ingest, sqs: Any) -> None:
@@ -106,7 +148,8 @@ class NotificationListener:
         self._ingest = ingest
         self._sqs = sqs
         self._queue_url: str | None = None
-        self.summaries: list[FileSummary] = []
+        self._visibility: int | None = None
+        self._held: dict[str, _Held] = {}
 
     async def _fence(self) -> None:
         from vfstream.sources.s3.inflight import fence_dead_ingests
@@ -122,52 +165,182 @@ class NotificationListener:
             self._queue_url = answer["QueueUrl"]
         return self._queue_url
 
-    async def poll_once(self, wait_seconds: int = 5) -> int:
-        url = await self.queue_url()
-        answer = await self._sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds
-        )
-        handled = 0
-        for message in answer.get("Messages", []):
-            if await self._handle(message):
-                await self._sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-                handled += 1
-        return handled
+    async def visibility_timeout(self) -> int:
+        """The queue's visibility timeout, read once."""
+        if self._visibility is None:
+            try:
+                answer = await self._sqs.get_queue_attributes(
+                    QueueUrl=await self.queue_url(), AttributeNames=["VisibilityTimeout"]
+                )
+                self._visibility = int(answer["Attributes"]["VisibilityTimeout"])
+            except Exception:
+                log.warning(
+                    "could not read the visibility timeout of %s; taking %ds",
+                    self.settings.notification_queue,
+                    DEFAULT_VISIBILITY_SECONDS,
+                    exc_info=True,
+                )
+                return DEFAULT_VISIBILITY_SECONDS
+        return self._visibility
 
-    async def _handle(self, message: dict[str, Any]) -> bool:
+    @property
+    def held(self) -> int:
+        """Messages received and not yet let go."""
+        return len(self._held)
+
+    async def poll_once(self, wait_seconds: int = 5) -> int:
+        """Receive what there is room for, then work on every held message that is due;
+        returns how many messages were deleted."""
+        url = await self.queue_url()
+        now = time.monotonic()
+        next_due = min((held.due for held in self._held.values()), default=None)
+        wait = wait_seconds if next_due is None else max(0, min(wait_seconds, int(next_due - now)))
+        room = MAX_HELD - len(self._held)
+        if room > 0:
+            answer = await self._sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=min(10, room), WaitTimeSeconds=wait
+            )
+            for message in answer.get("Messages", []):
+                known = self._held.get(message["MessageId"])
+                if known is not None:  # received again (a renewal failed): the newest handle
+                    known.message = message
+                else:
+                    self._held[message["MessageId"]] = _Held(message, due=time.monotonic())
+        elif next_due is not None and next_due > now:
+            await asyncio.sleep(min(wait_seconds, next_due - now))
+        deleted = 0
+        for message_id, held in list(self._held.items()):
+            if held.due > time.monotonic():
+                continue
+            outcome = await self._work(held)
+            if outcome is Outcome.LATER:
+                held.tries += 1
+                held.due = time.monotonic() + RETRY_BACKOFF.seconds(held.tries)
+                continue
+            if outcome is Outcome.DONE:
+                # Held until SQS took the delete: should it fail, the next poll deletes it
+                # again without doing its files again.
+                await self._sqs.delete_message(QueueUrl=url, ReceiptHandle=held.receipt)
+                deleted += 1
+            self._held.pop(message_id, None)
+        return deleted
+
+    async def _work(self, held: _Held) -> Outcome:
+        message = held.message
         try:
             objects = parse_s3_notification(message.get("Body", ""))
         except NotificationError as exc:
             log.error("dropping SQS message %s: %s", message.get("MessageId"), exc)
-            return True
-        for obj in objects:
+            return Outcome.DONE
+        for obj in objects[held.files_done :]:  # the files done in an earlier try stay done
             try:
                 summary = await self._ingest(obj.bucket, obj.key)
-            except Exception:
-                log.exception("ingesting s3://%s/%s failed; will retry", obj.bucket, obj.key)
-                return False
-            self.summaries.append(summary)
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning(
+                        "ingesting s3://%s/%s failed for a reason outside the file (%s: %s); "
+                        "its notification is kept and the file tried again in place",
+                        obj.bucket,
+                        obj.key,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    return Outcome.LATER
+                log.exception(
+                    "ingesting s3://%s/%s failed; its notification returns to the queue "
+                    "(after %d receives it goes to the dead-letter queue)",
+                    obj.bucket,
+                    obj.key,
+                    self.settings.notification_max_receive_count,
+                )
+                return Outcome.GIVE_UP
             log.info("ingest summary %s", orjson.dumps(summary.as_dict()).decode())
-        return True
+            if not summary.settled:
+                log.warning(
+                    "s3://%s/%s is not done yet (%s); its notification is kept and the rest "
+                    "tried again in place",
+                    obj.bucket,
+                    obj.key,
+                    summary.as_dict().get("status"),
+                )
+                return Outcome.LATER
+            held.files_done += 1
+        return Outcome.DONE
+
+    async def extend_visibility(self, seconds: int) -> None:
+        """Renew the visibility of every held message (ChangeMessageVisibilityBatch)."""
+        held = list(self._held.values())
+        if not held:
+            return
+        url = await self.queue_url()
+        for start in range(0, len(held), 10):
+            group = held[start : start + 10]
+            entries = [
+                {"Id": str(index), "ReceiptHandle": h.receipt, "VisibilityTimeout": seconds}
+                for index, h in enumerate(group)
+            ]
+            try:
+                answer = await self._sqs.change_message_visibility_batch(
+                    QueueUrl=url, Entries=entries
+                )
+            except Exception as exc:
+                log.warning("renewing the visibility of %d message(s) failed: %s", len(group), exc)
+                continue
+            for failure in answer.get("Failed", []):
+                h = group[int(failure["Id"])]
+                if h.message["MessageId"] in self._held:
+                    log.warning(
+                        "renewing the visibility of message %s failed: %s",
+                        h.message["MessageId"],
+                        failure.get("Message") or failure.get("Code"),
+                    )
+
+    async def _keep_invisible(self) -> None:
+        while True:
+            seconds = await self.visibility_timeout()
+            await asyncio.sleep(max(seconds * EXTEND_FRACTION, 0.5))
+            if seconds > 0:
+                await self.extend_visibility(seconds)
+
+    async def release(self) -> None:
+        """Let go of every held message at once (visibility 0): another worker takes it."""
+        held, self._held = list(self._held.values()), {}
+        if not held:
+            return
+        with contextlib.suppress(Exception):
+            url = await self.queue_url()
+            for h in held:
+                with contextlib.suppress(Exception):
+                    await self._sqs.change_message_visibility(
+                        QueueUrl=url, ReceiptHandle=h.receipt, VisibilityTimeout=0
+                    )
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         failures = 0
-        while not stopping():
-            try:
-                await self._fence()
-                await self.poll_once(wait_seconds=POLL_WAIT_SECONDS)
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                failures += 1
-                seconds = POLL_BACKOFF.seconds(failures)
-                log.exception(
-                    "polling %s failed; retrying in %.1fs",
-                    self.settings.notification_queue,
-                    seconds,
-                )
-                await asyncio.sleep(seconds)
+        keeper = asyncio.create_task(self._keep_invisible())
+        try:
+            while not stopping():
+                try:
+                    await self._fence()
+                    await self.poll_once(wait_seconds=POLL_WAIT_SECONDS)
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    failures += 1
+                    seconds = POLL_BACKOFF.seconds(failures)
+                    log.exception(
+                        "polling %s failed; retrying in %.1fs",
+                        self.settings.notification_queue,
+                        seconds,
+                    )
+                    await asyncio.sleep(seconds)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.release()), timeout=10)
 
 
 async def listen_for_files(settings: Settings, stopping: Callable[[], bool]) -> None:

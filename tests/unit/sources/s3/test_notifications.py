@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
+from vfstream.retry import Backoff
+from vfstream.settings import Settings
+from vfstream.sources.s3 import notifications
+from vfstream.sources.s3.faults import S3Unavailable
 from vfstream.sources.s3.notifications import (
     NotificationError,
+    NotificationListener,
     ObjectCreated,
     parse_s3_notification,
 )
@@ -207,3 +216,233 @@ def test_malformed_record_rejects_the_whole_notification() -> None:
 
 def test_notification_error_is_a_value_error() -> None:
     assert issubclass(NotificationError, ValueError)
+
+
+# -- The listener's hold on a message (issue #21 item 4) -----------------------------------
+
+
+class FakeSqs:
+    """An SQS queue in memory: receives hide a message for the visibility timeout and hand
+    out a new receipt handle; renewals and deletes must name the newest handle."""
+
+    def __init__(self, visibility: float = 30) -> None:
+        self.visibility = visibility
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []
+        self.renewals = 0
+        self.released: list[str] = []
+        self.receives = 0
+        self.failing_deletes = 0
+
+    def send(self, body: bytes) -> str:
+        message_id = f"m{len(self.messages)}"
+        self.messages[message_id] = {"body": body.decode(), "visible_at": 0.0, "handle": None}
+        return message_id
+
+    def receive_count(self, message_id: str) -> int:
+        return int(self.messages[message_id].get("count", 0))
+
+    async def get_queue_url(self, QueueName: str) -> dict[str, str]:
+        return {"QueueUrl": "q"}
+
+    async def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> Any:
+        return {"Attributes": {"VisibilityTimeout": str(int(self.visibility))}}
+
+    async def receive_message(
+        self, QueueUrl: str, MaxNumberOfMessages: int, WaitTimeSeconds: int
+    ) -> Any:
+        self.receives += 1
+        now, found = time.monotonic(), []
+        for message_id, message in self.messages.items():
+            if message_id in self.deleted or message["visible_at"] > now:
+                continue
+            message["visible_at"] = now + self.visibility
+            message["count"] = message.get("count", 0) + 1
+            message["handle"] = f"{message_id}#{message['count']}"
+            found.append(
+                {
+                    "MessageId": message_id,
+                    "ReceiptHandle": message["handle"],
+                    "Body": message["body"],
+                }
+            )
+            if len(found) == MaxNumberOfMessages:
+                break
+        if not found:
+            await asyncio.sleep(0.01)
+        return {"Messages": found}
+
+    def _by_handle(self, handle: str) -> tuple[str, dict[str, Any]]:
+        message_id = handle.split("#")[0]
+        message = self.messages[message_id]
+        assert message["handle"] == handle, "an old receipt handle"
+        return message_id, message
+
+    async def delete_message(self, QueueUrl: str, ReceiptHandle: str) -> None:
+        message_id, _ = self._by_handle(ReceiptHandle)
+        if self.failing_deletes:
+            self.failing_deletes -= 1
+            raise ConnectionResetError("SQS went away")
+        self.deleted.append(message_id)
+
+    async def change_message_visibility_batch(
+        self, QueueUrl: str, Entries: list[dict[str, Any]]
+    ) -> Any:
+        for entry in Entries:
+            _, message = self._by_handle(entry["ReceiptHandle"])
+            message["visible_at"] = time.monotonic() + entry["VisibilityTimeout"]
+            self.renewals += 1
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+    async def change_message_visibility(
+        self, QueueUrl: str, ReceiptHandle: str, VisibilityTimeout: int
+    ) -> None:
+        message_id, message = self._by_handle(ReceiptHandle)
+        message["visible_at"] = time.monotonic() + VisibilityTimeout
+        self.released.append(message_id)
+
+
+@dataclass
+class Summary:
+    status: str = "ingested"
+
+    @property
+    def settled(self) -> bool:
+        return self.status != "incomplete"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status}
+
+
+def listener_on(sqs: FakeSqs, ingest: Any) -> NotificationListener:
+    listener = NotificationListener(Settings(), ingest, sqs)
+
+    async def no_fencing() -> None:
+        return None
+
+    listener._fence = no_fencing  # type: ignore[method-assign]
+    return listener
+
+
+@pytest.fixture(autouse=True)
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(notifications, "RETRY_BACKOFF", Backoff(0.0, 0.0))
+
+
+async def test_a_message_is_deleted_once_every_file_it_names_is_settled_and_not_before() -> None:
+    sqs = FakeSqs()
+    message_id = sqs.send(notification(s3_record("scrubbed/a.csv"), s3_record("fanlist/b.csv")))
+    answers = {"scrubbed/a.csv": ["ingested"], "fanlist/b.csv": ["incomplete", "stored"]}
+    calls: list[str] = []
+
+    async def ingest(bucket: str, key: str) -> Summary:
+        calls.append(key)
+        return Summary(answers[key].pop(0))
+
+    listener = listener_on(sqs, ingest)
+    assert await listener.poll_once(wait_seconds=0) == 0
+    assert sqs.deleted == [] and listener.held == 1
+    assert await listener.poll_once(wait_seconds=0) == 1
+    assert sqs.deleted == [message_id] and listener.held == 0
+    # The file done in the first try is not ingested again; the message came once.
+    assert calls == ["scrubbed/a.csv", "fanlist/b.csv", "fanlist/b.csv"]
+    assert sqs.receive_count(message_id) == 1
+
+
+async def test_a_transient_fault_keeps_the_message_and_tries_again_in_place() -> None:
+    sqs = FakeSqs()
+    message_id = sqs.send(notification(s3_record("scrubbed/a.csv")))
+    faults = [S3Unavailable("S3 reset the read"), KafkaConnectionError("no broker")]
+
+    async def ingest(bucket: str, key: str) -> Summary:
+        if faults:
+            raise faults.pop(0)
+        return Summary()
+
+    listener = listener_on(sqs, ingest)
+    for _ in range(3):
+        await listener.poll_once(wait_seconds=0)
+    assert sqs.deleted == [message_id]
+    assert sqs.receive_count(message_id) == 1  # never returned to the queue meanwhile
+
+
+async def test_an_unknown_error_lets_the_message_go_back_for_the_redrive_policy_to_count() -> None:
+    sqs = FakeSqs()
+    sqs.send(notification(s3_record("scrubbed/a.csv")))
+
+    async def ingest(bucket: str, key: str) -> Summary:
+        raise TypeError("a bug")
+
+    listener = listener_on(sqs, ingest)
+    await listener.poll_once(wait_seconds=0)
+    assert sqs.deleted == [] and listener.held == 0
+    await listener.extend_visibility(30)
+    assert sqs.renewals == 0  # not held: its visibility lapses, it is received again
+
+
+async def test_a_refused_file_and_a_bad_notification_delete_their_messages() -> None:
+    sqs = FakeSqs()
+    refused = sqs.send(notification(s3_record("scrubbed/bad.csv")))
+    garbage = sqs.send(b"not json")
+
+    async def ingest(bucket: str, key: str) -> Summary:
+        return Summary("failed")
+
+    listener = listener_on(sqs, ingest)
+    assert await listener.poll_once(wait_seconds=0) == 2
+    assert sorted(sqs.deleted) == sorted([refused, garbage])
+
+
+async def test_a_file_slower_than_the_visibility_timeout_keeps_its_message_hidden() -> None:
+    """Visibility 1 s, a file of 2.5 s: the message is renewed while it is worked on, never
+    received twice, and deleted with its newest receipt handle."""
+    sqs = FakeSqs(visibility=1)
+    message_id = sqs.send(notification(s3_record("scrubbed/slow.csv")))
+
+    async def ingest(bucket: str, key: str) -> Summary:
+        await asyncio.sleep(2.5)
+        return Summary()
+
+    listener = listener_on(sqs, ingest)
+    running = asyncio.create_task(listener.run(lambda: bool(sqs.deleted)))
+    await asyncio.wait_for(running, 10)
+    assert sqs.deleted == [message_id]
+    assert sqs.receive_count(message_id) == 1
+    assert sqs.renewals >= 3
+
+
+async def test_a_stopping_listener_lets_go_of_what_it_holds_at_once() -> None:
+    sqs = FakeSqs()
+    message_id = sqs.send(notification(s3_record("scrubbed/a.csv")))
+    started = asyncio.Event()
+
+    async def ingest(bucket: str, key: str) -> Summary:
+        started.set()
+        await asyncio.sleep(3600)
+        return Summary()
+
+    listener = listener_on(sqs, ingest)
+    running = asyncio.create_task(listener.run(lambda: False))
+    await started.wait()
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert sqs.released == [message_id] and sqs.deleted == []
+    assert sqs.messages[message_id]["visible_at"] <= time.monotonic()
+
+
+async def test_a_delete_sqs_refuses_is_made_again_without_doing_the_files_again() -> None:
+    sqs = FakeSqs()
+    message_id = sqs.send(notification(s3_record("fanlist/scored/c1/1.csv")))
+    sqs.failing_deletes = 1
+    calls: list[str] = []
+
+    async def ingest(bucket: str, key: str) -> Summary:
+        calls.append(key)
+        return Summary("stored")
+
+    listener = listener_on(sqs, ingest)
+    with pytest.raises(ConnectionResetError):
+        await listener.poll_once(wait_seconds=0)
+    assert listener.held == 1
+    assert await listener.poll_once(wait_seconds=0) == 1
+    assert sqs.deleted == [message_id] and calls == ["fanlist/scored/c1/1.csv"]
