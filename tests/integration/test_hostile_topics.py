@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,17 @@ class Target:
         messages = await read_committed(self.settings, self.settings.dead_letter_topic)
         found = [orjson.loads(m.value) for m in messages]
         return [letter for letter in found if kind is None or letter.get("kind") == kind]
+
+    async def letters_after(
+        self, attack: Awaitable[None], kind: str, count: int
+    ) -> list[dict[str, Any]]:
+        """The dead letters of ``kind`` once ``attack`` has added ``count`` of them."""
+        before = len(await self.letters(kind))
+        await attack
+        found = await eventually(
+            lambda: self.letters(kind), lambda now: len(now) >= before + count, timeout=60
+        )
+        return found[before:]
 
     async def alive(self) -> None:
         assert self.worker.alive(), f"the worker exited; log: {self.worker.log_path}"
@@ -110,6 +121,21 @@ def campaign() -> str:
     return f"h{uuid.uuid4().hex[:8]}"
 
 
+def topic_record(campaign_id: str, **changes: Any) -> dict[str, Any]:
+    """A score record as a producer outside vfstream could write it (fan u1, rank 0)."""
+    return {
+        "campaignId": campaign_id,
+        "globalUserId": "u1",
+        "id": "u1000",
+        "rank": 0,
+        "eventId": "ev0",
+        "score": 0.5,
+        "isVerified": True,
+        "scoredAt": "2026-10-20T12:00:00Z",
+        **changes,
+    }
+
+
 # ---- 1. a message nested deep enough for the decoder to give up ------------------------
 
 
@@ -123,15 +149,13 @@ async def test_a_deeply_nested_message_is_one_dead_letter_and_the_worker_goes_on
         b"[" * 20_000,
         b'{"campaignId":' + b"{" * 5_000 + b"}" * 5_000 + b"}",
     ]
-    before = len(await target.letters("score-record"))
-    await target.produce(
-        target.settings.score_records_topic, [(p, None, value) for p, value in enumerate(deep)]
-    )
-
-    letters = await eventually(
-        lambda: target.letters("score-record"),
-        lambda found: len(found) >= before + 3,
-        timeout=60,
+    letters = await target.letters_after(
+        target.produce(
+            target.settings.score_records_topic,
+            [(p, None, value) for p, value in enumerate(deep)],
+        ),
+        "score-record",
+        3,
     )
     assert sum("nested deeper" in str(letter["reasons"]) for letter in letters) >= 2
     # Past the tail-fill check (5 s of quiet): the message is not read into a crash again.
@@ -148,33 +172,16 @@ async def test_long_campaign_ids_on_the_topic_are_refused_and_the_flush_never_fa
 ) -> None:
     """30 records with 45 KB campaign ids in one partition pushed its campaign index past
     1 MiB: the flush failed with MessageSizeTooLargeError and the worker exited."""
-    records = []
-    for n in range(30):
-        long_id = f"c{n:02d}" + "x" * 45_000
-        records.append(
-            orjson.dumps(
-                {
-                    "campaignId": long_id,
-                    "globalUserId": "u1",
-                    "id": "u1000",
-                    "rank": 0,
-                    "eventId": "ev0",
-                    "score": 0.5,
-                    "isVerified": True,
-                    "scoredAt": "2026-10-20T12:00:00Z",
-                    "source": {"bucket": "b", "key": "k", "etag": "e", "line": n, "run": "r1"},
-                }
-            )
-        )
-    before = len(await target.letters("score-record"))
-    await target.produce(target.settings.score_records_topic, [(0, None, r) for r in records])
-
-    letters = await eventually(
-        lambda: target.letters("score-record"),
-        lambda found: len(found) >= before + 30,
-        timeout=60,
+    source = {"bucket": "b", "key": "k", "etag": "e", "line": 1, "run": "r1"}
+    records = [
+        orjson.dumps(topic_record(f"c{n:02d}" + "x" * 45_000, source=source)) for n in range(30)
+    ]
+    letters = await target.letters_after(
+        target.produce(target.settings.score_records_topic, [(0, None, r) for r in records]),
+        "score-record",
+        30,
     )
-    assert all("over the limit of 256" in str(letter["reasons"]) for letter in letters[-30:])
+    assert all("over the limit of 256" in str(letter["reasons"]) for letter in letters)
     await asyncio.sleep(3)
     await target.alive()
     await target.counted_exactly_after(campaign())
@@ -192,16 +199,7 @@ async def test_a_file_dated_9999_is_refused_whole_and_a_topic_record_so_dated_is
     )
     assert summary.status == "failed" and "in the future" in (summary.error or "")
 
-    frozen = {
-        "campaignId": name,
-        "globalUserId": "u1",
-        "id": "u1000",
-        "rank": 0,
-        "eventId": "ev0",
-        "score": 0.5,
-        "isVerified": False,
-        "scoredAt": "9999-12-31T23:59:59Z",
-    }
+    frozen = topic_record(name, isVerified=False, scoredAt="9999-12-31T23:59:59Z")
     key = fan_key(name, "u1").encode()
     partition = partition_for(key, target.settings.topic_partitions)
     await target.produce(
