@@ -12,9 +12,14 @@
 
 The CLI maps each branch to one exit status (``vfstream.cli.exit_codes``, README "Exit
 codes"). Domain modules raise these too: they are plain exceptions without I/O.
+
+``describe_error`` tells an outside service's error without its address (status pages, log
+lines and dead letters show it).
 """
 
 from __future__ import annotations
+
+import os
 
 
 class VfStreamError(Exception):
@@ -47,3 +52,22 @@ class Interrupted(VfStreamError):
     def __init__(self, signum: int) -> None:
         super().__init__(f"stopped by signal {signum}")
         self.signum = signum
+
+
+# An error of a call to an outside service, told without the service's address (for a status
+# page, a log line or a dead letter).
+SHOWN_CHARS = 256
+
+
+def describe_error(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and isinstance(response.get("Error"), dict):  # botocore
+        error = response["Error"]
+        text = f"{error.get('Code', type(exc).__name__)}: {error.get('Message', '')}"
+    elif isinstance(exc, TimeoutError):
+        text = "timed out"
+    elif isinstance(exc, OSError) and exc.errno:
+        text = f"{type(exc).__name__}: {os.strerror(exc.errno)}"
+    else:
+        text = type(exc).__name__
+    return text[:SHOWN_CHARS]

@@ -50,8 +50,30 @@ MIRROR_ITEMS = Counter(
 ENTRY_RECORDS = Counter(
     "vfstream_entry_records_total",
     "Rank-0 records for the entry service by outcome "
-    "(sent, inserted, updated, failed, no-markets, unknown-market)",
+    "(sent, inserted, updated, unknown-market, refused)",
     ["outcome"],
+)
+RELAY_WAITING = Gauge(
+    "vfstream_relay_waiting",
+    "Lanes of a relay waiting for their destination (campaigns for the entry forwarder, one "
+    "lane for the others); 0 while it delivers",
+    ["relay"],
+)
+RELAY_RETRIES = Counter(
+    "vfstream_relay_retries_total",
+    "Delivery attempts of a relay that failed and are retried after a backoff, by what it "
+    "waits for",
+    ["relay", "destination"],
+)
+RELAY_HELD = Gauge(
+    "vfstream_relay_held_records",
+    "Parcels a relay has read and not yet delivered (fan states, mirror items, score records)",
+    ["relay"],
+)
+RELAY_OLDEST = Gauge(
+    "vfstream_relay_oldest_undelivered_seconds",
+    "Age of the oldest record a relay has read and not yet delivered; 0 when none",
+    ["relay"],
 )
 FENCED_INGESTS = Counter(
     "vfstream_fenced_ingests_total",

@@ -45,6 +45,8 @@ class ScriptedService:
     """Each request to a path takes the next scripted answer; the last one repeats.
 
     ``fallback`` answers paths without a script. ``requests`` lists what was received.
+    ``respond``, asked with a request's path and body first, may answer it instead (None:
+    the script answers).
     ``hang``, asked with a request's path and body when it arrives, makes the service a slow
     one: a request it says yes to is accepted and never answered (held open until the
     client gives up; recorded at once with status ``NO_ANSWER``).
@@ -55,6 +57,7 @@ class ScriptedService:
     fallback: Answer = field(default_factory=lambda: Answer(404, "{}"))
     requests: list[Received] = field(default_factory=list)
     hang: Callable[[str, bytes], bool] | None = None
+    respond: Callable[[str, bytes], Answer | None] | None = None
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def hits(self, path: str) -> int:
@@ -80,8 +83,10 @@ class ScriptedService:
                     break
                 await asyncio.sleep(0.05)
             return web.Response(status=504)  # to nobody: the client has gone
-        answers = self.script.get(request.path_qs) or [self.fallback]
-        answer = answers[0] if len(answers) == 1 else answers.pop(0)
+        answer = self.respond(request.path_qs, body) if self.respond is not None else None
+        if answer is None:
+            answers = self.script.get(request.path_qs) or [self.fallback]
+            answer = answers[0] if len(answers) == 1 else answers.pop(0)
         self.requests.append(Received(request.method, request.path_qs, body, answer.status))
         return web.Response(
             status=answer.status,

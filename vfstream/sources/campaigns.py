@@ -12,7 +12,7 @@ from urllib.parse import quote
 import aiohttp
 from cachetools import TTLCache
 
-from vfstream.errors import DependencyUnavailable
+from vfstream.errors import DependencyUnavailable, describe_error
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
 from vfstream.retry import Backoff, retrying
 
@@ -72,7 +72,6 @@ class CampaignService:
                     body = await self._fetch(path)
         except _Retryable as exc:
             SINK_FAILURES.labels("campaign-service").inc()
-            # The cause names the service's internal address: logged, never answered.
             log.warning("campaign service failed %s attempts for %s: %s", self.attempts, path, exc)
             raise CampaignServiceError(
                 f"campaign service unavailable after {self.attempts} attempts", 503
@@ -101,5 +100,7 @@ class CampaignService:
                     raise CampaignServiceError(
                         "the campaign service answered with something that is not JSON", 502
                     ) from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Retryable(str(exc) or type(exc).__name__) from exc
+        except TimeoutError as exc:
+            raise _Retryable(f"no answer within {self.timeout:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise _Retryable(describe_error(exc)) from exc

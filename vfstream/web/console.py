@@ -29,6 +29,7 @@ from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
 from vfstream.domain.windows import shown
+from vfstream.sinks.relays.base import relay_statuses
 from vfstream.web.auth import peer_headers
 from vfstream.web.letters import DeadLetterTail
 from vfstream.web.shared import SharedAnswers
@@ -57,12 +58,29 @@ CAMPAIGNS_MOST = 500
 SCAN_ATTEMPTS = 3
 
 
-def worker_alarms() -> dict[str, int]:
-    """What this worker could not do and will not retry, for the console to show: DynamoDB
-    mirror items refused for good (an item over 400 KB, a number DynamoDB cannot hold),
-    each a fan counted but missing from the table."""
+def worker_alarms(app_id: str) -> dict[str, Any]:
+    """What the console shows about this worker beside its rate: what it could not do and
+    will not retry (DynamoDB mirror items refused for good: an item over 400 KB, a number
+    DynamoDB cannot hold, each a fan counted but missing from the table), and the relays
+    waiting for their destination (what for, since when, the last error, the age of the
+    oldest record not yet delivered)."""
     refused = REGISTRY.get_sample_value("vfstream_mirror_items_total", {"outcome": "refused"})
-    return {"mirrorRefused": int(refused or 0)}
+    waiting = [
+        {
+            "relay": name,
+            "waitingFor": status["waitingFor"],
+            "since": status["since"],
+            "lanesWaiting": status["lanesWaiting"],
+            "laneKind": status["laneKind"],
+            "error": status["error"],
+            "oldestUndeliveredSeconds": status["oldestUndeliveredSeconds"],
+            "held": status["held"],
+            "paused": status["paused"],
+        }
+        for name, status in sorted(relay_statuses(app_id).items())
+        if status["state"] == "waiting"
+    ]
+    return {"mirrorRefused": int(refused or 0), "relaysWaiting": waiting}
 
 
 def register_console_views(stream: VfStream) -> Console:
@@ -412,7 +430,7 @@ class Console:
         return {
             "worker": str(stream.app.conf.canonical_url).rstrip("/"),
             "partitions": sorted(stream.owned_score_partitions()),
-            "alarms": worker_alarms(),
+            "alarms": worker_alarms(stream.settings.app_id),
             **stream.activity.as_json(),
         }
 

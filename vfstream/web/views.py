@@ -19,6 +19,7 @@ from vfstream.domain.keys import fan_key
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.windows import parse_window_bounds, shown
+from vfstream.sinks.relays.base import relay_statuses
 from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 from vfstream.web.shared import SharedAnswers, UnchangedAnswers
 
@@ -325,6 +326,8 @@ def register_service_views(stream: VfStream) -> None:
                     "filledRecords": ledger.filled_records,
                     # Holes the stream's fetcher proved empty (markers): no direct read.
                     "knownGaps": ledger.known_gaps,
+                    # Each relay this worker runs: delivering, or waiting for what since when.
+                    "relays": relay_statuses(stream.settings.app_id),
                 },
             )
 

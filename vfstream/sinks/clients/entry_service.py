@@ -1,7 +1,10 @@
 """The entry service (not ours): ``POST /campaigns/{id}/scoring`` with up to 500 records.
 
-One client, one place for timeouts and retries (5xx, 429 and connection errors back off with
-jitter, a bounded number of times); a 4xx other than 429 is final.
+One client, one place for timeouts and retries (``attempts`` calls, jittered backoff between
+them). A 400, 413 or 422 says the request itself is bad: ``EntryServiceRefused``, final.
+Anything else that is not a success (a 5xx, 429, 404, a refused or reset connection, no
+answer within ``timeout``) is the service's trouble: retried, then ``EntryServiceError``,
+which the entry forwarder waits out. Error texts never name the service's address.
 """
 
 from __future__ import annotations
@@ -13,13 +16,21 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from vfstream.errors import DependencyUnavailable
+from vfstream.errors import DependencyUnavailable, describe_error
 from vfstream.metrics import SINK_FAILURES, SINK_RETRIES
 from vfstream.retry import Backoff, retrying
 
 
 class EntryServiceError(DependencyUnavailable):
-    pass
+    """The entry service did not take the request; a later try may."""
+
+
+class EntryServiceRefused(EntryServiceError):
+    """The entry service refused the request for what it holds: sending it again cannot help."""
+
+
+# Answers that blame the request: malformed, too large, or records the service cannot accept.
+REFUSALS = frozenset({400, 413, 422})
 
 
 class _Retryable(DependencyUnavailable):
@@ -55,18 +66,16 @@ class EntryService:
                     answer = await self._post(path, body)
         except _Retryable as exc:
             SINK_FAILURES.labels("entry-service").inc()
-            raise EntryServiceError(
-                f"entry service failed for campaign {campaign_id} after {self.attempts} "
-                f"attempts: {exc}"
-            ) from exc
+            tries = f" ({self.attempts} attempts)" if self.attempts > 1 else ""
+            raise EntryServiceError(f"{exc}{tries}") from exc
         except EntryServiceError:
             SINK_FAILURES.labels("entry-service").inc()
             raise
         counts = answer if isinstance(answer, dict) else {}
         return EntryResult(
             sent=len(records),
-            inserted=int(counts.get("inserted") or 0),
-            updated=int(counts.get("updated") or 0),
+            inserted=_count(counts.get("inserted")),
+            updated=_count(counts.get("updated")),
         )
 
     async def _post(self, path: str, body: bytes) -> Any:
@@ -78,14 +87,25 @@ class EntryService:
                     self.base_url + path, data=body, headers={"Content-Type": "application/json"}
                 ) as resp,
             ):
-                text = await resp.text()
-                if resp.status >= 500 or resp.status == 429:
+                text = await resp.text(errors="replace")
+                if resp.status in REFUSALS:
+                    said = f": {text.strip()[:200]}" if text.strip() else ""
+                    raise EntryServiceRefused(f"HTTP {resp.status}{said}")
+                if not 200 <= resp.status < 300:
                     raise _Retryable(f"HTTP {resp.status}")
-                if resp.status >= 400:
-                    raise EntryServiceError(f"entry service refused {path}: HTTP {resp.status}")
                 try:
                     return orjson.loads(text) if text else {}
                 except orjson.JSONDecodeError:
                     return {}
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Retryable(str(exc) or type(exc).__name__) from exc
+        except TimeoutError as exc:
+            raise _Retryable(f"no answer within {self.timeout:g} s") from exc
+        except aiohttp.ClientError as exc:
+            raise _Retryable(describe_error(exc)) from exc
+
+
+def _count(value: Any) -> int:
+    """A count the service answered; 0 for anything that is not one (the records were taken:
+    an odd answer must not make them look undelivered)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(int(value), 0) if value == value and abs(value) < 2**53 else 0

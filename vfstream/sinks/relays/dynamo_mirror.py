@@ -1,18 +1,24 @@
 """The DynamoDB mirror: the tables' changelogs copied into the demand table (SPEC 4).
 
-A ``TopicRelay`` (see ``relay.py``) gives it batches in changelog order and commits them
-once written. Each batch is collapsed to the last entry per item, then read back
-(BatchGetItem) so a stored newer ``version`` is never replaced, then written with
+A ``TopicRelay`` (see ``base.py`` and ``lanes.py``) reads the changelogs in order and
+commits a partition only up to its oldest entry not yet written. Every entry becomes the
+item it mirrors, held by key in one lane (DynamoDB is up or down for every item): a newer
+entry of an item replaces an older one not yet written. An attempt reads the held items
+back (BatchGetItem) so a stored newer ``version`` is never replaced, then writes them with
 BatchWriteItem in concurrent groups of distinct keys. Items DynamoDB refuses outright are
-reported and skipped; anything else is retried until written.
+reported and skipped; anything else (the endpoint down, throttling, a timeout, a missing
+table) waits, retried with capped jittered backoff for as long as it takes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from vfstream.aws import aws_client
 from vfstream.domain.mirror import (
@@ -22,10 +28,12 @@ from vfstream.domain.mirror import (
     latest_per_key,
     newer_than_stored,
 )
+from vfstream.errors import describe_error
 from vfstream.metrics import DEAD_LETTERS, MIRROR_ITEMS, RECORDS_IN, SINK_FAILURES
 from vfstream.settings import Settings
 from vfstream.sinks.clients.dynamo_batch import DynamoBatchWriter
-from vfstream.sinks.relays.base import Batch, TopicRelay
+from vfstream.sinks.relays.base import AWS_CALLS, Batch, TopicRelay
+from vfstream.sinks.relays.lanes import Attempt, Parcel, Wait
 from vfstream.topics import changelog_topic
 
 log = logging.getLogger(__name__)
@@ -34,24 +42,58 @@ GET_BATCH = 100  # BatchGetItem's limit
 
 
 class DynamoMirror:
-    def __init__(self, settings: Settings, *, concurrency: int = 4) -> None:
+    name = "DynamoDB"
+
+    def __init__(
+        self, settings: Settings, *, concurrency: int = 4, max_backoff_seconds: float = 10.0
+    ) -> None:
         self.settings = settings
         self.concurrency = concurrency
         self.tables = {changelog_topic(settings, table.value): table for table in MirroredTable}
-        self.relay = TopicRelay(settings, "dynamo-mirror", list(self.tables), self._handle)
+        self.relay = TopicRelay(
+            settings,
+            "dynamo-mirror",
+            list(self.tables),
+            self,
+            max_held=20_000,
+            per_attempt=5_000,
+            max_backoff_seconds=max_backoff_seconds,
+        )
         self.written = 0
         self._dynamo: Any = None
         self._writer: DynamoBatchWriter | None = None
 
     async def run(self, should_stop: Callable[[], bool]) -> None:
-        async with aws_client(self.settings, "dynamodb") as dynamo:
+        async with aws_client(self.settings, "dynamodb", **AWS_CALLS) as dynamo:
             self._dynamo = dynamo
             self._writer = DynamoBatchWriter(dynamo, self.settings.demand_table)
             await self.relay.run(should_stop)
 
-    async def _handle(self, batch: Batch, relay: TopicRelay) -> int:
+    # --- the relay's destination ---------------------------------------------------------
+
+    def parcels(self, tp: TopicPartition, record: ConsumerRecord) -> Iterable[tuple[str, Any, Any]]:
+        RECORDS_IN.labels("mirror").inc()
+        item = self._item(tp, record)
+        return () if item is None else (("", item.key, item),)
+
+    async def deliver(self, lane: str, parcels: list[Parcel], go_on: Callable[[], bool]) -> Attempt:
+        """One attempt at the held items: read back, write the newer ones."""
         assert self._writer is not None
-        return await self.mirror(self._dynamo, self._writer, batch, relay)
+        items: list[MirrorItem] = [parcel.value for parcel in parcels]
+        try:
+            stored = await self._stored_versions(self._dynamo, items)
+            fresh = newer_than_stored(items, stored)
+            MIRROR_ITEMS.labels("older_or_same").inc(len(items) - len(fresh))
+            retry, why = await self._write(self._writer, fresh)
+        except Exception as exc:  # endpoint down, throttled past the writer's retries
+            return Attempt(wait=Wait(self.name, describe_error(exc)))
+        if not retry:
+            return Attempt(parcels)
+        left = {item.key for item in retry}
+        done = [parcel for parcel in parcels if parcel.key not in left]
+        return Attempt(done, Wait(self.name, f"{len(retry)} item(s) not written: {why}"[:256]))
+
+    # --- one batch, delivered in place (tests and the benchmark) ------------------------
 
     async def mirror(
         self, dynamo: Any, writer: DynamoBatchWriter, batch: Batch, relay: TopicRelay
@@ -63,7 +105,7 @@ class DynamoMirror:
                 stored = await self._stored_versions(dynamo, items)
                 fresh = newer_than_stored(items, stored)
                 MIRROR_ITEMS.labels("older_or_same").inc(len(items) - len(fresh))
-                retry = await self._write(writer, fresh)
+                retry, _ = await self._write(writer, fresh)
             except Exception as exc:  # endpoint down, throttled past the writer's retries
                 log.warning("DynamoDB mirror could not read or write: %s", exc)
                 retry = items
@@ -79,25 +121,28 @@ class DynamoMirror:
     def _items(self, batch: Batch) -> list[MirrorItem]:
         items: list[MirrorItem] = []
         for tp, records in batch.items():
-            table = self.tables[tp.topic]
             RECORDS_IN.labels("mirror").inc(len(records))
             for record in records:
-                try:
-                    item = item_for_entry(table, record.key or b"", record.value)
-                except ValueError as exc:
-                    # A changelog entry we cannot read would block the partition forever.
-                    DEAD_LETTERS.labels("mirror-entry").inc()
-                    log.error(
-                        "unreadable %s changelog entry at %s:%d skipped: %s",
-                        table.value,
-                        tp.partition,
-                        record.offset,
-                        exc,
-                    )
-                    continue
+                item = self._item(tp, record)
                 if item is not None:
                     items.append(item)
         return items
+
+    def _item(self, tp: TopicPartition, record: ConsumerRecord) -> MirrorItem | None:
+        table = self.tables[tp.topic]
+        try:
+            return item_for_entry(table, record.key or b"", record.value)
+        except ValueError as exc:
+            # A changelog entry we cannot read would block the partition forever.
+            DEAD_LETTERS.labels("mirror-entry").inc()
+            log.error(
+                "unreadable %s changelog entry at %s:%d skipped: %s",
+                table.value,
+                tp.partition,
+                record.offset,
+                exc,
+            )
+            return None
 
     async def _stored_versions(
         self, dynamo: Any, items: list[MirrorItem]
@@ -125,10 +170,13 @@ class DynamoMirror:
                 request = answer.get("UnprocessedKeys") or {}
         return stored
 
-    async def _write(self, writer: DynamoBatchWriter, items: list[MirrorItem]) -> list[MirrorItem]:
-        """Write in concurrent groups of distinct keys; returns the items worth retrying."""
+    async def _write(
+        self, writer: DynamoBatchWriter, items: list[MirrorItem]
+    ) -> tuple[list[MirrorItem], str]:
+        """Write in concurrent groups of distinct keys; returns the items worth retrying and
+        why the first of them failed."""
         if not items:
-            return []
+            return [], ""
         groups: list[list[MirrorItem]] = [[] for _ in range(self.concurrency)]
         for item in items:
             groups[hash(item.key) % self.concurrency].append(item)
@@ -137,6 +185,7 @@ class DynamoMirror:
         )
         by_key = {item.key: item for item in items}
         retry: list[MirrorItem] = []
+        why = ""
         for result in results:
             self.written += result.written
             MIRROR_ITEMS.labels("written").inc(result.written)
@@ -153,4 +202,5 @@ class DynamoMirror:
                     )
                 else:
                     retry.append(by_key[(failed.item["PK"], failed.item["SK"])])
-        return retry
+                    why = why or failed.reason
+        return retry, why

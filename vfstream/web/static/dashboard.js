@@ -178,12 +178,40 @@ function drawActivity(workers) {
   svg.dataset.samples = String(ratePoints.length + [...lags.values()].reduce((n, p) => n + p.length, 0));
 }
 
+function age(seconds) {
+  if (seconds == null) return "";
+  const s = Math.round(seconds);
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${Math.round(s / 3600)} h`;
+}
+
+// A relay waiting for its destination: what for, since when, the last error, how old the
+// oldest record it has not delivered yet is. Every part is text (the error comes from a
+// service, a lane from a campaign id).
+function waitingText(r) {
+  const since = (r.since || "").slice(0, 19).replace("T", " ");
+  let text = `${r.relay} waiting for ${r.waitingFor} since ${since}`;
+  if (r.lanesWaiting > 1) text += ` (${fmt(r.lanesWaiting)} ${r.laneKind || "lane"}s)`;
+  if (r.oldestUndeliveredSeconds != null) {
+    text += `, oldest undelivered ${age(r.oldestUndeliveredSeconds)} old`;
+  }
+  if (r.paused) text += ", reading paused";
+  if (r.error) text += `: ${r.error}`;
+  return text;
+}
+
 function workerRow(w) {
   const last = w.rates.length ? w.rates[w.rates.length - 1].perSecond : 0;
   const refused = (w.alarms && w.alarms.mirrorRefused) || 0;
-  const alarm = refused ? `${fmt(refused)} DynamoDB item(s) refused for good` : "none";
+  const waiting = (w.alarms && w.alarms.relaysWaiting) || [];
+  const alarms = [];
+  if (refused) alarms.push(`${fmt(refused)} DynamoDB item(s) refused for good`);
+  for (const r of waiting) alarms.push(waitingText(r));
+  const alarm = cell(alarms.length ? "alarm" : "", alarms.length ? alarms.join("; ") : "none");
+  alarm.dataset.waiting = waiting.map(r => r.relay).join(" ");
   return row(cell("worker", w.worker), cell("partitions", w.partitions.join(", ")),
-             cell("rate", fmt(last)), cell(refused ? "alarm" : "", alarm));
+             cell("rate", fmt(last)), alarm);
 }
 
 function showActivity(body) {
