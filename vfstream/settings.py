@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     flush_every_records: int = Field(default=2_000, ge=1)
     flush_every_seconds: float = Field(default=0.05, gt=0)
     tail_check_idle_seconds: float = Field(default=5.0, ge=0)
+    # Partials and run tallies a partition's book keeps in memory between flushes; past it
+    # the oldest clean ones are dropped (read again from the table when needed), so a
+    # worker's memory does not grow with every campaign its partitions ever saw.
+    ledger_cached_tallies: int = Field(default=4_096, ge=16)
     # How fast the group notices a dead worker (kill -9, lost pod) and rebalances.
     session_timeout_seconds: float = Field(default=15.0, gt=0)
 

@@ -215,6 +215,7 @@ class VfStream:
                 every_records=settings.flush_every_records,
                 every_seconds=settings.flush_every_seconds,
                 tail_idle_seconds=settings.tail_check_idle_seconds,
+                cached_tallies=settings.ledger_cached_tallies,
             ),
         )
 

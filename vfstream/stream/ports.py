@@ -25,6 +25,8 @@ class FlushPolicy:
     tail_idle_seconds: float = 5.0
     # A revoke waits this long for a flush in progress before forgetting its books.
     release_wait_seconds: float = 20.0
+    # Partials and run tallies a book keeps between flushes (the rest are read again).
+    cached_tallies: int = 4_096
 
 
 class StateStore(Protocol):
@@ -65,8 +67,10 @@ class PartitionBook:
     generation: int | None = None  # the consumer generation its events were fetched in
     next_offset: int | None = None  # after the last event handled
     recorded: int | None = None  # the position the last flush wrote
+    # Tallies read or changed since the partition was assigned, oldest first; bounded by
+    # ``FlushPolicy.cached_tallies`` after each flush (``VerificationLedger._trim``).
     partials: dict[str, PartialTally] = field(default_factory=dict)
-    flushed: dict[str, int] = field(default_factory=dict)
+    flushed: dict[str, int] = field(default_factory=dict)  # each partial's flushed watermark
     runs: dict[str, RunTally] = field(default_factory=dict)
     # Envelopes to write at the next flush, with their stored form.
     staged: dict[bytes, tuple[Envelope, bytes]] = field(default_factory=dict)

@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -564,6 +565,7 @@ class VerificationLedger:
         book.dirty_partials.clear()
         book.dirty_runs.clear()
         book.recorded = recorded
+        self._trim(book)
         if snapshots:
             await self._emit(snapshots)
             SNAPSHOTS.inc(len(snapshots))
@@ -578,6 +580,22 @@ class VerificationLedger:
         book.unacked.clear()
         book.unflushed_records = 0
         book.last_flush = time.monotonic()
+
+    def _trim(self, book: PartitionBook) -> None:
+        """Keep at most ``cached_tallies`` partials and runs in a flushed book, dropping the
+        oldest read: each is in the table as flushed, and ``_partial``/``_run`` read it again
+        when a record needs it. Without this a long-lived worker kept one of each for every
+        campaign and run its partitions ever saw."""
+        most = self.policy.cached_tallies
+        excess = len(book.partials) - most
+        if excess > 0:
+            for campaign in list(islice(book.partials, excess)):
+                del book.partials[campaign]
+                book.flushed.pop(campaign, None)
+        excess = len(book.runs) - most
+        if excess > 0:
+            for run_id in list(islice(book.runs, excess)):
+                del book.runs[run_id]
 
     def snapshots_for(self, partitions: set[int]) -> list[Snapshot]:
         """What to announce again of the given partitions (the re-announcement timer).

@@ -5,7 +5,9 @@ last good state, the run still settles and the records around it are applied."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -14,10 +16,12 @@ import pytest
 import vfstream.stream.verification as verification
 from tests.support.ledger import PARTITION, T0, FakeTable, event, recount
 from vfstream.domain.fans import decode_envelope
-from vfstream.domain.keys import run_key
+from vfstream.domain.keys import partial_key, run_key
+from vfstream.domain.ledger import PartialCounts
 from vfstream.domain.limits import Limits
 from vfstream.domain.records import RecordSource, ScoreRecord
 from vfstream.domain.state import WriteStatus
+from vfstream.stream.ports import FlushPolicy
 from vfstream.stream.verification import VerificationLedger
 
 SOURCE = RecordSource(bucket="b", key="k", etag="e", line=1, run="run-1")
@@ -240,3 +244,70 @@ def test_a_fan_frozen_by_a_far_future_score_before_the_fix_takes_its_next_real_s
     state = harness.state_of("u1")
     assert state.isVerified is True and [e.eventId for e in state.events] == ["new"]
     assert recount(harness.table.data) == {"c1": (1, 0, 0)}
+
+
+def test_a_book_keeps_a_bounded_number_of_tallies_and_counts_stay_exact_when_read_again() -> None:
+    """A worker that lived for months kept a partial and a run tally in memory for every
+    campaign and run its partitions ever saw. The book keeps ``cached_tallies`` now; a
+    campaign or run dropped from it is read again from the table, and its counts go on
+    from where the table has them."""
+    table = FakeTable()
+    ledger = VerificationLedger(
+        table,
+        _no_emit,
+        _no_letter,
+        policy=FlushPolicy(every_records=7, cached_tallies=16),
+    )
+    rng = random.Random(5)
+    records = []
+    for n in range(1_500):
+        campaign = f"camp{rng.randrange(200):03d}"  # most campaigns come back after eviction
+        fan = f"u{rng.randrange(40)}"
+        record = poison(fan, 0, "a").model_copy(
+            update={
+                "campaignId": campaign,
+                "isVerified": rng.random() < 0.7,
+                "scoredAt": T0 + timedelta(seconds=n),
+                "source": SOURCE.model_copy(update={"run": f"run-{campaign}-{n // 500}"}),
+            }
+        )
+        records.append(record)
+    largest = 0
+
+    async def scenario() -> None:
+        nonlocal largest
+        for offset, record in enumerate(records):
+            await ledger.handle(event(offset, record), _no_ack)
+            book = ledger._books[PARTITION]
+            largest = max(largest, len(book.partials), len(book.runs), len(book.flushed))
+        await ledger.flush(PARTITION, _no_ack)
+
+    asyncio.run(scenario())
+
+    assert largest <= 16 + 7  # the bound, plus what one flush's records may add before it
+    truth = recount(table.data)
+    stored = {
+        campaign: PartialCounts.model_validate_json(table.data[partial_key(PARTITION, campaign)])
+        for campaign in truth
+    }
+    assert {c: (p.verified, p.rejected, p.selected) for c, p in stored.items()} == truth
+    applied: Counter[str] = Counter()
+    for key, value in table.data.items():
+        if key.startswith(run_key(PARTITION, "")):
+            run = orjson.loads(value)
+            applied[run["campaignId"]] += run["applied"]
+    assert applied == Counter({r.campaignId: 0 for r in records}) + Counter(
+        r.campaignId for r in records
+    )
+
+
+async def _no_emit(snapshots: list[tuple[str, bytes]]) -> None:
+    return None
+
+
+async def _no_letter(key: bytes, value: bytes) -> None:
+    raise AssertionError(orjson.loads(value))
+
+
+async def _no_ack(item: Any) -> None:
+    return None
