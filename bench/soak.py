@@ -53,7 +53,7 @@ from vfstream.dev.generator import (
 )
 from vfstream.dev.stack import LocalStack, free_port, private_stack_settings
 from vfstream.dev.workers import WorkerProcess, run_cli
-from vfstream.ops.reads import read_committed
+from vfstream.kafka.reads import read_committed
 from vfstream.settings import Settings
 
 MINUTES = float(os.environ.get("VFSTREAM_SOAK_MINUTES", "10"))

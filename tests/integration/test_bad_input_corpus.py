@@ -29,7 +29,7 @@ from tests.support.waiting import eventually
 from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run, rescore
 from vfstream.dev.scenario import wait_for_counts
 from vfstream.dev.workers import WorkerProcess
-from vfstream.ops.reads import read_committed
+from vfstream.kafka.reads import read_committed
 from vfstream.settings import Settings
 from vfstream.sources.kinesis_bridge import KinesisBridge
 from vfstream.sources.s3.fanlist_direct import FanlistIngestor

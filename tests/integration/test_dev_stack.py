@@ -15,7 +15,7 @@ from tests.support.aws import aws_client, put_object
 from vfstream import kafka
 from vfstream.dev.stack import KafkaBroker, private_stack_settings
 from vfstream.dev.workers import run_cli
-from vfstream.ops.reads import offset_range
+from vfstream.kafka.reads import offset_range
 from vfstream.settings import Settings
 
 pytestmark = pytest.mark.integration

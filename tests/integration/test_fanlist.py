@@ -20,7 +20,7 @@ import pytest
 from tests.support.kinesis import create_stream, read_stream, unique_stream
 from vfstream.aws import aws_client
 from vfstream.dev.workers import WorkerProcess, run_cli
-from vfstream.ops.reads import read_committed
+from vfstream.kafka.reads import read_committed
 from vfstream.settings import Settings
 from vfstream.sources.s3.fanlist_direct import FanlistIngestor, FanlistSummary
 

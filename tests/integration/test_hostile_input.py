@@ -40,7 +40,7 @@ from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.domain.inflight import InflightIngest
 from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import CSV_COLUMNS, ScoreRecord
-from vfstream.ops.reads import latest_values, read_committed
+from vfstream.kafka.reads import latest_values, read_committed
 from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import ScoringFileIngestor
 from vfstream.topics import ensure_topics

@@ -30,7 +30,7 @@ from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.domain.batches import MalformedBatch, encode_batch
 from vfstream.domain.fans import read_batch
 from vfstream.domain.keys import fan_key, partition_for
-from vfstream.ops.reads import read_committed
+from vfstream.kafka.reads import read_committed
 from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import ScoringFileIngestor
 from vfstream.topics import ensure_topics

@@ -8,7 +8,7 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from vfstream import kafka
-from vfstream.ops.reads import read_committed
+from vfstream.kafka.reads import read_committed
 from vfstream.settings import Settings
 
 

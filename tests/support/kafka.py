@@ -7,7 +7,7 @@ from typing import Any
 
 from vfstream.domain.batches import decode_batch
 from vfstream.domain.keys import fan_key
-from vfstream.ops.reads import latest_values, read_committed
+from vfstream.kafka.reads import latest_values, read_committed
 from vfstream.settings import Settings
 
 __all__ = ["CommittedRecord", "latest_values", "read_committed", "score_records"]

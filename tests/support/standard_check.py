@@ -16,7 +16,7 @@ from vfstream.aws import aws_client
 from vfstream.dev.scenario import wait_for_counts
 from vfstream.dev.workers import WorkerProcess, run_cli
 from vfstream.domain.ledger import CampaignTotals
-from vfstream.ops.reads import latest_values
+from vfstream.kafka.reads import latest_values
 from vfstream.ops.reconcile import durable_partials, recount_partials
 from vfstream.settings import Settings
 

@@ -1,5 +1,6 @@
 """Kafka connections: the one place clients are made (``clients``), what the cluster must
-grant vfstream (``acls``), and why a connection or a request was refused (``access``)."""
+grant vfstream (``acls``), why a connection or a request was refused (``access``), and
+reading topics as a downstream consumer would (``reads``)."""
 
 from vfstream.kafka.clients import (
     admin,

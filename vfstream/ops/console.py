@@ -26,7 +26,8 @@ from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
 from vfstream.errors import DependencyUnavailable
-from vfstream.ops.reads import holding_records, latest_values, offset_range, recent_dead_letters
+from vfstream.kafka.reads import holding_records, latest_values, offset_range
+from vfstream.ops.reads import recent_dead_letters
 from vfstream.settings import Settings
 from vfstream.topics import changelog_topic
 

@@ -19,7 +19,7 @@ from vfstream.domain.keys import is_fan_key, is_partial_key, partition_for
 from vfstream.domain.ledger import CampaignTotals, PartialCounts
 from vfstream.domain.state import CountDelta, Counts, recount_by_partition
 from vfstream.domain.tally import correction_message
-from vfstream.ops.reads import latest_values
+from vfstream.kafka.reads import latest_values
 from vfstream.settings import Settings
 
 

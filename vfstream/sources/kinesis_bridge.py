@@ -50,6 +50,7 @@ from vfstream.domain.shards import (
     waiting_shards,
 )
 from vfstream.errors import OperatorError
+from vfstream.kafka.reads import latest_values
 from vfstream.metrics import (
     BRIDGE_AWS_RETRIES,
     BRIDGE_MILLIS_BEHIND,
@@ -57,7 +58,6 @@ from vfstream.metrics import (
     RECORDS_IN,
     RECORDS_OUT,
 )
-from vfstream.ops.reads import latest_values
 from vfstream.retry import Backoff, retrying
 from vfstream.settings import Settings
 

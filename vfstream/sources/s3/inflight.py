@@ -28,8 +28,8 @@ from vfstream.domain.inflight import (
     InflightIngest,
     dead_ingests,
 )
+from vfstream.kafka.reads import read_committed
 from vfstream.metrics import FENCED_INGESTS
-from vfstream.ops.reads import read_committed
 from vfstream.settings import Settings
 
 log = logging.getLogger(__name__)

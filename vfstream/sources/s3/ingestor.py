@@ -36,8 +36,8 @@ from vfstream.domain.reports import RunAnnouncement
 from vfstream.domain.row_validator import RowValidator
 from vfstream.domain.tally import announce_message
 from vfstream.errors import FileRejected
+from vfstream.kafka.reads import latest_values
 from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_OUT
-from vfstream.ops.reads import latest_values
 from vfstream.settings import Settings
 from vfstream.sources.s3.csvrows import printable_raw, read_scoring_rows
 from vfstream.sources.s3.faults import FILE_BYTE_ERRORS
