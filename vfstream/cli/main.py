@@ -87,7 +87,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from vfstream.ops.replay import run_replay
+    from vfstream.cli.repairs import run_replay
 
     if not args.rebuild and not args.to:
         print("vfstream replay: --to is required (or --rebuild)", file=sys.stderr)
@@ -96,19 +96,19 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    from vfstream.ops.reconcile import run_reconcile
+    from vfstream.cli.repairs import run_reconcile
 
     return run_reconcile(settings, campaign=args.campaign, fix=args.fix)
 
 
 def _listen(args: argparse.Namespace, settings: Settings) -> int:
-    from vfstream.sources.s3.notifications import run_listener
+    from vfstream.cli.pipeline import run_listener
 
     return run_listener(settings)
 
 
 def _bridge(args: argparse.Namespace, settings: Settings) -> int:
-    from vfstream.sources.kinesis_bridge import run_bridge
+    from vfstream.cli.pipeline import run_bridge
 
     return run_bridge(settings, args.stream, once=args.once)
 

@@ -8,10 +8,7 @@ so a repaired count is repaired through the normal path and stays in its changel
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
-
-import orjson
 
 from vfstream import kafka
 from vfstream.domain.fans import decode_envelope
@@ -126,9 +123,3 @@ async def reconcile(settings: Settings, campaign: str | None, fix: bool) -> dict
         "fixed": len({name for name, _ in corrections}),
         "report": report,
     }
-
-
-def run_reconcile(settings: Settings, campaign: str | None = None, fix: bool = False) -> int:
-    result = asyncio.run(reconcile(settings, campaign, fix))
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    return 0 if result["differences"] == 0 or fix else 3

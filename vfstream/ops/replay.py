@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
 
 from vfstream import kafka
-from vfstream.cli.exit_codes import exit_status_of
 from vfstream.domain.keys import partition_for
 from vfstream.domain.records import parse_iso_datetime
 from vfstream.errors import OperatorError
@@ -206,18 +203,3 @@ async def reannounce_runs(settings: Settings) -> int:
     finally:
         await producer.stop()
     return len(messages)
-
-
-def run_replay(
-    settings: Settings, to: str, topic: str | None = None, rebuild_state: bool = False
-) -> int:
-    try:
-        if rebuild_state:
-            result = asyncio.run(rebuild(settings))
-        else:
-            result = asyncio.run(replay(settings, to, topic))
-    except ReplayError as exc:
-        print(f"vfstream replay: {exc}", file=sys.stderr)
-        return exit_status_of(exc)
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-    return 0

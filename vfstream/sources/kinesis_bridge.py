@@ -9,22 +9,19 @@ record. The transactional id is the stream's, so a second bridge on the same str
 the first one, whose open transaction is aborted.
 
 Nothing here is tied to the Faust worker: ``KinesisBridge.run(should_stop)`` can be called
-from an app task, and ``vfstream bridge`` runs it alone.
+from an app task, and ``vfstream bridge`` (``vfstream.cli.pipeline``) runs it alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
 from botocore.exceptions import ClientError
@@ -32,7 +29,6 @@ from tenacity import RetryCallState
 
 from vfstream import kafka
 from vfstream.aws import aws_client, is_retryable_aws_error
-from vfstream.cli.exit_codes import exit_status_of
 from vfstream.domain.batches import BatchBuilder
 from vfstream.domain.keys import partition_for
 from vfstream.domain.kinesis_feed import (
@@ -532,33 +528,3 @@ async def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None
         if left <= 0:
             return
         await asyncio.sleep(min(left, 0.2))
-
-
-def run_bridge(settings: Settings, stream: str | None = None, *, once: bool = False) -> int:
-    """``vfstream bridge``: copy until SIGINT/SIGTERM (or, with ``once``, what is there now)."""
-    from vfstream.topics import ensure_topics
-
-    async def main() -> BridgeSummary:
-        await ensure_topics(settings)
-        bridge = KinesisBridge(settings, stream=stream)
-        if once:
-            return await bridge.drain()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        return await bridge.run(stop.is_set)
-
-    try:
-        summary = asyncio.run(main())
-    except BridgeError as exc:
-        print(f"vfstream bridge: {exc}", file=sys.stderr)
-        return exit_status_of(exc)
-    except ProducerFenced:
-        print(
-            f"vfstream bridge: another bridge took over stream {stream or settings.bridge_stream}",
-            file=sys.stderr,
-        )
-        return 1
-    sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
-    return 0

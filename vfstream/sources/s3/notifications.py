@@ -364,23 +364,3 @@ async def listen_for_files(settings: Settings, stopping: Callable[[], bool]) -> 
         except Exception:
             log.exception("notification listener failed; restarting in 5s")
             await asyncio.sleep(5)
-
-
-def run_listener(settings: Settings) -> int:
-    """``vfstream listen``: the notification listener alone (one Deployment replica on
-    Kubernetes, beside workers that do not listen). Stops on SIGINT or SIGTERM."""
-    import signal
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        listening = asyncio.create_task(listen_for_files(settings, stop.is_set))
-        await stop.wait()
-        listening.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listening
-
-    asyncio.run(main())
-    return 0
