@@ -19,8 +19,8 @@ from vfstream.domain.keys import fan_key
 from vfstream.domain.ledger import CampaignTotals
 from vfstream.domain.reports import ReportBook
 from vfstream.domain.windows import parse_window_bounds, shown
+from vfstream.services.campaigns import CampaignService, CampaignServiceError
 from vfstream.sinks.relays.base import relay_statuses
-from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 from vfstream.web.shared import SharedAnswers, UnchangedAnswers
 
 if TYPE_CHECKING:

@@ -46,6 +46,7 @@ from vfstream.domain.fans import FanState, decode_envelope
 from vfstream.domain.keys import is_fan_key
 from vfstream.errors import describe_error
 from vfstream.metrics import DEAD_LETTERS, ENTRY_RECORDS
+from vfstream.services.campaigns import CampaignService, CampaignServiceError
 from vfstream.settings import Settings
 from vfstream.sinks.clients.entry_service import (
     EntryService,
@@ -54,7 +55,6 @@ from vfstream.sinks.clients.entry_service import (
 )
 from vfstream.sinks.relays.base import TopicRelay
 from vfstream.sinks.relays.lanes import Attempt, Parcel, Wait
-from vfstream.sources.campaigns import CampaignService, CampaignServiceError
 from vfstream.topics import changelog_topic
 
 log = logging.getLogger(__name__)

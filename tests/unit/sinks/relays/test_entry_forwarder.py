@@ -17,11 +17,11 @@ from tests.support.states import sample_state, stored_envelope
 from vfstream.dev.stack import free_port
 from vfstream.domain.records import EventPreference
 from vfstream.metrics import DEAD_LETTERS
+from vfstream.services.campaigns import CampaignService
 from vfstream.settings import Settings
 from vfstream.sinks.clients.entry_service import EntryService
 from vfstream.sinks.relays.entry_forwarder import EntryForwarder
 from vfstream.sinks.relays.lanes import Parcel
-from vfstream.sources.campaigns import CampaignService
 
 TP = TopicPartition("fan-state-changelog", 0)
 MARKETS = [{"id": "m-chi", "name": "chicago"}, {"id": "m-det", "name": "detroit"}]

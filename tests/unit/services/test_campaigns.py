@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.services import Answer, ScriptedService, scripted_service
 from vfstream.dev.stack import free_port
-from vfstream.sources.campaigns import CampaignService, CampaignServiceError
+from vfstream.services.campaigns import CampaignService, CampaignServiceError
 
 
 @pytest.fixture
