@@ -1,6 +1,7 @@
-"""Kafka connections: the one place clients are made (``clients``), what the cluster must
-grant vfstream (``acls``), why a connection or a request was refused (``access``), and
-reading topics as a downstream consumer would (``reads``)."""
+"""Kafka connections: the one place clients are made (``clients``), the security settings
+every connection uses (``security``), what the cluster must grant vfstream (``acls``), why
+a connection or a request was refused (``access``), and reading topics as a downstream
+consumer would (``reads``)."""
 
 from vfstream.kafka.clients import (
     admin,
@@ -8,8 +9,8 @@ from vfstream.kafka.clients import (
     consumer,
     faust_credentials,
     producer,
-    security_kwargs,
 )
+from vfstream.kafka.security import security_kwargs
 
 __all__ = [
     "admin",

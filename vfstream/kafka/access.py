@@ -32,6 +32,7 @@ from aiokafka.errors import (
 )
 
 from vfstream.errors import AccessRefused, DependencyUnavailable, VfStreamError
+from vfstream.kafka.security import security_kwargs, ssl_context
 from vfstream.settings import Settings
 
 PROBE_TIMEOUT_SECONDS = 10.0
@@ -120,8 +121,6 @@ async def diagnose(settings: Settings) -> VfStreamError | None:
     """Connect to the first bootstrap server step by step; the first step that fails, as an
     error, or None when a whole connection (TLS and SASL included) succeeds."""
     from aiokafka.conn import create_conn
-
-    from vfstream.kafka.clients import security_kwargs, ssl_context
 
     host, port = _bootstrap_server(settings)
     where = f"{host}:{port}"

@@ -14,7 +14,7 @@ from pydantic import SecretStr, ValidationError
 
 import vfstream
 from vfstream import kafka
-from vfstream.kafka.clients import MskIamTokenProvider, ssl_context
+from vfstream.kafka.security import MskIamTokenProvider, ssl_context
 from vfstream.settings import Settings
 
 PACKAGE = Path(vfstream.__file__).parent
