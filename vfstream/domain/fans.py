@@ -8,7 +8,7 @@ validated every record already; this decode is what still keeps a foreign or cor
 from breaking the rules, and it is cheap enough to keep. A fan's stored envelope is a compact
 JSON array (``array_like``) with a format tag. ``vfstream.domain.state`` keeps the pydantic
 ``VerificationState`` for the edges (the web view, tests); ``FanState.public_json`` and
-``to_verification_state`` give its exact shape.
+``state.verification_state_of`` give its exact shape.
 
 Positions: a record's position is ``offset * POSITION_SLOTS + index``, the offset of the
 batch message that carried it and its index in the batch, so positions order records the way
@@ -223,11 +223,6 @@ class FanState(Struct, array_like=True, gc=False):
             "source": _public_source(self.source),
             "rank0": self.rank0,
         }
-
-    def to_verification_state(self) -> Any:
-        from vfstream.domain.state import VerificationState
-
-        return VerificationState.model_validate(self.public_json())
 
 
 _STREAM_FIELDS = ("stream", "shardId", "sequenceNumber")

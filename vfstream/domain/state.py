@@ -221,6 +221,11 @@ def fan_state_of(state: VerificationState) -> FanState:
     )
 
 
+def verification_state_of(fan: FanState) -> VerificationState:
+    """The edges' form of a hot-path state (``fan_state_of`` the other way)."""
+    return VerificationState.model_validate(fan.public_json())
+
+
 def apply_score_record(
     state: VerificationState | None, record: ScoreRecord, now: datetime
 ) -> Transition:
@@ -244,7 +249,7 @@ def apply_score_record(
         return Transition(state=state, status=status)
     verified, rejected, selected = delta
     return Transition(
-        state=applied.to_verification_state(),
+        state=verification_state_of(applied),
         status=status,
         delta=CountDelta(verified=verified, rejected=rejected, selected=selected),
     )

@@ -23,7 +23,7 @@ from vfstream.domain.fans import (
     row_from_json,
 )
 from vfstream.domain.records import RecordSource, ScoreRecord, ScoringKey, build_score_record
-from vfstream.domain.state import apply_score_record, fan_state_of
+from vfstream.domain.state import apply_score_record, fan_state_of, verification_state_of
 
 SOURCE = RecordSource(bucket="b", key="k", etag="e", line=2, run="r1")
 NOW = datetime(2026, 11, 30, 3, 4, 5, 123456, tzinfo=UTC)
@@ -47,7 +47,7 @@ def test_an_envelope_round_trips_and_shows_the_verification_states_json(
     again = decode_envelope(encode_envelope(envelope))
     assert again == envelope
     assert again.state.public_json() == state.model_dump(mode="json")
-    assert again.state.to_verification_state() == state
+    assert verification_state_of(again.state) == state
 
 
 @settings(max_examples=150, deadline=None)
