@@ -12,17 +12,11 @@ from typing import Any
 
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
-from aiokafka.partitioner import murmur2
 
 from vfstream import kafka
 from vfstream.errors import DependencyUnavailable
 from vfstream.kafka.access import denied
 from vfstream.settings import Settings
-
-
-def partition_of(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a key (murmur2, as producers use)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
