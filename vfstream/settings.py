@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     # the oldest clean ones are dropped (read again from the table when needed), so a
     # worker's memory does not grow with every campaign its partitions ever saw.
     ledger_cached_tallies: int = Field(default=4_096, ge=16)
+    # Memory of each RocksDB database (one per table partition a worker holds, standbys
+    # included): its memtables (write buffers) and its block cache. Faust's defaults are
+    # 3 x 64 MiB and a 2 GiB cache per database, so a worker's RSS grew with every state it
+    # wrote until those filled: "bounded" only by luck. A memtable full is flushed to disk.
+    rocksdb_write_buffer_mib: int = Field(default=4, ge=1)
+    rocksdb_write_buffers: int = Field(default=2, ge=2)
+    rocksdb_block_cache_mib: int = Field(default=8, ge=1)
     # How fast the group notices a dead worker (kill -9, lost pod) and rebalances.
     session_timeout_seconds: float = Field(default=15.0, gt=0)
 

@@ -344,8 +344,8 @@ def env_names_used() -> set[str]:
 
 
 def registered_routes() -> set[str]:
-    """The paths vfstream.web.views registers, recorded by a stand-in for the Faust app."""
-    from vfstream.web.views import register_views
+    """The paths vfstream.web.routes registers, recorded by a stand-in for the Faust app."""
+    from vfstream.web.routes import register_views
 
     paths: list[str] = []
 

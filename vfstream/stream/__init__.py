@@ -1,8 +1,10 @@
 """Everything that knows Faust: the app and its agents, the transport, the flow control,
 the table helpers, the partition reader, and the verification ledger's delivery
 bookkeeping (generations, gap and tail fills, positions, held-back acks). The exact-count
-rules it applies are in ``vfstream.domain``. Outside this package only the web views use
-Faust, through its public web API.
+rules it applies are in ``vfstream.domain``. What Faust decides that others need to know
+(a changelog's name, where a table's files are, which worker owns which partition) is
+answered by ``layout``; ops, sinks and web ask it. Outside this package only the web views
+use Faust, through its public web API (pages, views, the app's HTTP session).
 
 Reaches into private attributes of Faust, mode and aiokafka, all of them (pinned versions:
 faust-streaming 0.15.3, mode-streaming 0.7.1, aiokafka 0.14.0, rocksdict 0.3.29 in
@@ -27,4 +29,6 @@ reach, when an upgrade removes or changes one:
    ``FlowControlEvent``) so resuming a flowing app keeps queued events.
 8. ``tests/unit/stream/test_faust_commit_gap.py`` pins ``Consumer._new_offset``'s bookkeeping
    down (why the ledger records its own positions).
+9. ``tables.campaign_windows`` reads ``rocksdb.Store._dbs_for_actives`` to read one
+   campaign's windows by key prefix from each active partition's RocksDB.
 """

@@ -47,6 +47,7 @@ from vfstream.stream.reporting import ReportLanes, VerdictReporter
 from vfstream.stream.tables import FanStateStore
 from vfstream.stream.transport import FetchedGaps, PositionLookup, broker_url
 from vfstream.stream.verification import VerificationLedger
+from vfstream.web.routes import register_views
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,28 @@ RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_s
 
 def raw_schema() -> faust.Schema:
     return faust.Schema(**RAW)
+
+
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """Each table's RocksDB memory, bounded by settings (``Settings.rocksdb_write_buffer_mib``:
+    why). A new dict per table: Faust's store pops keys out of the one it is given."""
+    mib = 1024 * 1024
+    return {
+        "write_buffer_size": settings.rocksdb_write_buffer_mib * mib,
+        "max_write_buffer_number": settings.rocksdb_write_buffers,
+        "block_cache_size": settings.rocksdb_block_cache_mib * mib,
+        # Used by python-rocksdb only (rocksdict, the driver here, has no compressed cache).
+        "block_cache_compressed_size": settings.rocksdb_block_cache_mib * mib,
+    }
+
+
+def table_options(settings: Settings) -> dict[str, Any]:
+    """A raw table's partitions, schema and RocksDB options."""
+    return {
+        "partitions": settings.topic_partitions,
+        "schema": raw_schema(),
+        "options": rocksdb_options(settings),
+    }
 
 
 def raw_table(table: Any, *, keys: str = "raw") -> Any:
@@ -149,17 +172,14 @@ class VfStream:
         self.score_topic = app.topic(settings.score_records_topic, partitions=partitions, **RAW)
         self.dead_topic = app.topic(settings.dead_letter_topic, partitions=partitions, **RAW)
         self.partials_topic = app.topic(settings.partials_topic, partitions=partitions, **RAW)
-        self.fan_states = raw_table(
-            app.Table("fan-state", partitions=partitions, schema=raw_schema())
-        )
-        self.campaign_counts = raw_table(
-            app.Table("campaign-counts", partitions=partitions, schema=raw_schema())
-        )
+        self.fan_states = raw_table(app.Table("fan-state", **table_options(settings)))
+        self.campaign_counts = raw_table(app.Table("campaign-counts", **table_options(settings)))
         # Window keys are (campaign, (start, end)) tuples: JSON, not raw bytes.
         self.count_windows = raw_table(
             app.Table(
                 "campaign-count-windows",
                 partitions=partitions,
+                options=rocksdb_options(settings),
                 schema=faust.Schema(
                     key_type=str, value_type=bytes, key_serializer="json", value_serializer="raw"
                 ),
@@ -172,9 +192,7 @@ class VfStream:
         self.ledger = self._build_ledger()
         app.recorded_positions = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
-        self.report_books = raw_table(
-            app.Table("slack-reports", partitions=partitions, schema=raw_schema())
-        )
+        self.report_books = raw_table(app.Table("slack-reports", **table_options(settings)))
         self.reporter = VerdictReporter(
             self.report_books,
             SlackNotifier(
@@ -376,8 +394,6 @@ class VfStream:
                 logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
 
         from faust.sensors.prometheus import setup_prometheus_sensors
-
-        from vfstream.web.views import register_views
 
         # A registry per app: Faust's metrics would clash in the global one when a process
         # builds more than one app (tests); /metrics serves both (see web.py).

@@ -6,9 +6,13 @@ changelog with its own producer, one Kafka record batch a flush: Faust's per-key
 tens of microseconds a key and could not tell the caller when the changelog held a write.
 The table itself stays Faust's: its changelog topic, recovery, standbys and assignment.
 
-Private reach into Faust (listed in ``vfstream.stream``, pinned by
+``campaign_windows`` reads one campaign's windows from the windowed table, knowing how
+Faust lays out its keys, for the web view of a campaign's windows.
+
+Private reaches into Faust (listed in ``vfstream.stream``, pinned by
 ``tests/unit/stream/test_private_reaches.py``): ``Store._db_for_partition`` (the RocksDB of
-one partition, rocksdict in raw mode).
+one partition, rocksdict in raw mode) and ``Store._dbs_for_actives`` (the RocksDB of each
+active partition).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from faust.serializers import codecs
 from faust.types import TP
 
 from vfstream import kafka
@@ -112,3 +117,22 @@ class FanStateStore:
         # The offset of the last record of the last batch.
         last = written[-1].offset + builder.record_count() - 1
         self.table.data.set_persisted_offset(TP(topic, partition), last)
+
+
+def campaign_windows(table: Any, campaign_id: str) -> Iterator[tuple[Any, bytes | None]]:
+    """The (key, value) items of one campaign in the window table (keys ``(campaign,
+    (start, end))``). In RocksDB its keys sit together in each partition's database (the
+    JSON of ``[campaign, [start, end]]`` begins with the campaign), so only they are read;
+    any other store is scanned whole."""
+    store = table.data
+    if not getattr(store, "use_rocksdict", False) or not hasattr(store, "_dbs_for_actives"):
+        for key, value in store.items():
+            if key[0] == campaign_id:
+                yield key, value
+        return
+    prefix = codecs.dumps(table.key_serializer, [campaign_id, []])[:-2]
+    for db in list(store._dbs_for_actives()):
+        for raw_key, raw_value in db.items(from_key=prefix):
+            if not raw_key.startswith(prefix):
+                break
+            yield codecs.loads(table.key_serializer, raw_key), raw_value

@@ -29,7 +29,7 @@ from vfstream.web.views import SECURITY_HEADERS
 
 if TYPE_CHECKING:
     from vfstream.settings import Settings
-    from vfstream.stream.app import VfStream
+    from vfstream.web.ports import Worker
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def auth_middleware(
     return require_token
 
 
-def install_auth(stream: VfStream) -> None:
+def install_auth(stream: Worker) -> None:
     """Put the token check in front of every route of the worker's web server; without
     tokens, leave it open and say so once when the server starts."""
     settings = stream.settings

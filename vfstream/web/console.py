@@ -16,7 +16,7 @@ import heapq
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -30,8 +30,10 @@ from vfstream.domain.reports import ReportBook
 from vfstream.domain.runs import newest_first, run_rows
 from vfstream.domain.windows import shown
 from vfstream.sinks.relays.base import relay_statuses
+from vfstream.stream import layout
 from vfstream.web.auth import peer_headers
 from vfstream.web.letters import DeadLetterTail
+from vfstream.web.ports import Worker
 from vfstream.web.shared import SharedAnswers
 from vfstream.web.views import (
     CAMPAIGN,
@@ -44,9 +46,6 @@ from vfstream.web.views import (
     unavailable,
     window_series,
 )
-
-if TYPE_CHECKING:
-    from vfstream.stream.app import VfStream
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def worker_alarms(app_id: str) -> dict[str, Any]:
     return {"mirrorRefused": int(refused or 0), "relaysWaiting": waiting}
 
 
-def register_console_views(stream: VfStream) -> Console:
+def register_console_views(stream: Worker) -> Console:
     app = stream.app
     console = Console(stream)
 
@@ -203,7 +202,7 @@ class LocalSummary:
     last scan is not decoded again. A scan that meets a rebalance (the store's partitions
     changing under it) is tried again, and at worst the last summary is kept."""
 
-    def __init__(self, stream: VfStream) -> None:
+    def __init__(self, stream: Worker) -> None:
         self.stream = stream
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vfstream-console")
         self._shared: SharedAnswers[Summary] = SharedAnswers(ttl=CONSOLE_SECONDS, maxsize=1)
@@ -328,7 +327,7 @@ def run_time(row: dict[str, Any]) -> str:
 class Console:
     """What the console's routes answer from, one per worker."""
 
-    def __init__(self, stream: VfStream) -> None:
+    def __init__(self, stream: Worker) -> None:
         self.stream = stream
         self.letters = DeadLetterTail(stream.settings)
         self.summary = LocalSummary(stream)
@@ -348,9 +347,9 @@ class Console:
 
     async def _ask_other_workers(self, path: str) -> list[Any]:
         stream = self.stream
-        me = str(stream.app.conf.canonical_url).rstrip("/")
+        me = layout.own_url(stream.app)
         try:
-            hosts = {str(host).rstrip("/") for host in stream.app.router.tables_metadata()}
+            hosts = layout.worker_urls(stream.app)
         except Exception:
             hosts = set()
         answers = await asyncio.gather(*(self._ask(url + path) for url in sorted(hosts - {me})))
@@ -428,7 +427,7 @@ class Console:
         """This worker: its URL, the score partitions it owns, its rate and lag series."""
         stream = self.stream
         return {
-            "worker": str(stream.app.conf.canonical_url).rstrip("/"),
+            "worker": layout.own_url(stream.app),
             "partitions": sorted(stream.owned_score_partitions()),
             "alarms": worker_alarms(stream.settings.app_id),
             **stream.activity.as_json(),
@@ -460,7 +459,7 @@ class Console:
                 owner = None
             if owner is None:
                 return orjson.dumps({"error": "no worker owns its partition yet"})
-            if owner == str(stream.app.conf.canonical_url).rstrip("/"):
+            if owner == layout.own_url(stream.app):
                 if not stream.campaign_counts.get(campaign.encode()):
                     return orjson.dumps({"error": f"unknown campaign {shown(campaign)}"})
                 return orjson.dumps(window_series(stream, campaign, None, None))

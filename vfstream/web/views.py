@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
-from faust.serializers import codecs
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
@@ -21,11 +20,10 @@ from vfstream.domain.reports import ReportBook
 from vfstream.domain.windows import parse_window_bounds, shown
 from vfstream.services.campaigns import CampaignService, CampaignServiceError
 from vfstream.sinks.relays.base import relay_statuses
+from vfstream.stream import layout
+from vfstream.stream.tables import campaign_windows
+from vfstream.web.ports import Worker
 from vfstream.web.shared import SharedAnswers, UnchangedAnswers
-
-if TYPE_CHECKING:
-    from vfstream.stream.app import VfStream
-
 
 MAX_EVENT_ID_CHARS = 256
 # Ids may hold any character: aiohttp's default pattern refuses "{" and "}" (an id with
@@ -74,7 +72,7 @@ def quiet_malformed_requests() -> None:
         server_log.addFilter(MalformedRequestLog())
 
 
-async def _security_headers(request: Any, response: Any) -> None:
+async def add_security_headers(request: Any, response: Any) -> None:
     """Every response, errors and proxied answers included, carries the security headers."""
     response.headers.update(SECURITY_HEADERS)
 
@@ -99,19 +97,14 @@ def json_response(view: View, body: Any, status: int = 200) -> Response:
 ROUTED_HEADER = "X-Vfstream-Routed"
 
 
-def owner_url(stream: VfStream, table: Any, key: str) -> str | None:
+def owner_url(stream: Worker, table: Any, key: str) -> str | None:
     """The web URL of the worker owning ``key`` in ``table``: the one the assignment gave the
     partition the one hash picks (``domain.keys.partition_for``), as every producer does."""
-    partition = stream.partition_of(key.encode())
-    topic = table.changelog_topic.get_topic_name()
-    for host, topics in stream.app.router.table_metadata(table.name).items():
-        if partition in topics.get(topic, ()):
-            return str(host).rstrip("/")
-    return None
+    return layout.owner_url(stream.app, table, stream.partition_of(key.encode()))
 
 
 async def routed(
-    stream: VfStream,
+    stream: Worker,
     view: View,
     request: Request,
     table: Any,
@@ -125,7 +118,7 @@ async def routed(
         owner, reason = None, str(exc)
     else:
         reason = "no worker owns its partition yet"
-    me = str(stream.app.conf.canonical_url).rstrip("/")
+    me = layout.own_url(stream.app)
     if owner == me:
         return await local()
     if owner is None or request.headers.get(ROUTED_HEADER):
@@ -148,7 +141,7 @@ async def routed(
 
 
 async def campaign_view(
-    stream: VfStream,
+    stream: Worker,
     view: View,
     request: Request,
     campaign_id: str,
@@ -180,23 +173,7 @@ def unavailable(view: View, reason: str) -> Response:
     )
 
 
-def register_views(stream: VfStream) -> None:
-    """Every route of a worker: the table views, the operator's console, the service's own."""
-    from vfstream.web.auth import install_auth
-    from vfstream.web.console import register_console_views
-
-    # Every request of every route, Faust's own included, shows a token when tokens are set
-    # (vfstream.web.auth); every response carries the security headers; a malformed request
-    # is one log line.
-    install_auth(stream)
-    stream.app.web.web_app.on_response_prepare.append(_security_headers)
-    quiet_malformed_requests()
-    register_table_views(stream)
-    register_console_views(stream)
-    register_service_views(stream)
-
-
-def register_table_views(stream: VfStream) -> None:
+def register_table_views(stream: Worker) -> None:
     """A campaign's counts, progress, reports and windows, a fan's state, and the campaign
     service's answer; a key another worker owns is proxied there."""
     app = stream.app
@@ -292,7 +269,7 @@ def register_table_views(stream: VfStream) -> None:
             return json_response(self, body)
 
 
-def register_service_views(stream: VfStream) -> None:
+def register_service_views(stream: Worker) -> None:
     """Metrics, liveness, readiness and the worker's own statuses."""
     app = stream.app
 
@@ -332,27 +309,8 @@ def register_service_views(stream: VfStream) -> None:
             )
 
 
-def campaign_windows(table: Any, campaign_id: str) -> Iterator[tuple[Any, bytes | None]]:
-    """The (key, value) items of one campaign in the window table (keys ``(campaign,
-    (start, end))``). In RocksDB its keys sit together in each partition's database (the
-    JSON of ``[campaign, [start, end]]`` begins with the campaign), so only they are read;
-    any other store is scanned whole."""
-    store = table.data
-    if not getattr(store, "use_rocksdict", False) or not hasattr(store, "_dbs_for_actives"):
-        for key, value in store.items():
-            if key[0] == campaign_id:
-                yield key, value
-        return
-    prefix = codecs.dumps(table.key_serializer, [campaign_id, []])[:-2]
-    for db in list(store._dbs_for_actives()):
-        for raw_key, raw_value in db.items(from_key=prefix):
-            if not raw_key.startswith(prefix):
-                break
-            yield codecs.loads(table.key_serializer, raw_key), raw_value
-
-
 def window_series(
-    stream: VfStream, campaign_id: str, since: float | None, until: float | None
+    stream: Worker, campaign_id: str, since: float | None, until: float | None
 ) -> dict[str, Any]:
     """The windowed deltas of one campaign, oldest first, from the local window store."""
     table = stream.count_windows.table

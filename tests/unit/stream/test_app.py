@@ -37,6 +37,26 @@ def test_table_partitions_match_their_source_topics() -> None:
     assert stream.campaign_counts.partitions == stream.partials_topic.partitions == 4
 
 
+def test_every_tables_rocksdb_memory_is_bounded_by_the_settings(tmp_path: Any) -> None:
+    """Faust's defaults (3 x 64 MiB memtables and a 2 GiB block cache per database, one
+    database per table partition) let a worker's RSS grow with every state it wrote."""
+    settings = Settings(
+        data_dir=tmp_path,
+        listen_for_notifications=False,
+        rocksdb_write_buffer_mib=3,
+        rocksdb_write_buffers=2,
+        rocksdb_block_cache_mib=5,
+    )
+    stream = build_app(settings)
+    windows = stream.count_windows.table
+    tables = [stream.fan_states, stream.campaign_counts, stream.report_books, windows]
+    for table in tables:
+        options = table.data.rocksdb_options
+        assert options.write_buffer_size == 3 << 20, table.name
+        assert options.max_write_buffer_number == 2, table.name
+        assert options.block_cache_size == 5 << 20, table.name
+
+
 def ingested_partitions(fans: list[str], partitions: int) -> dict[str, int]:
     """Which partition the ingestor sent each fan's records to."""
     settings = Settings(listen_for_notifications=False, score_batch_records=3)

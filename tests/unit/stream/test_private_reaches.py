@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import rocksdict
 from aiokafka import AIOKafkaConsumer
 from faust.stores.rocksdb import Store
 from faust.tables.base import Collection
@@ -79,6 +80,13 @@ def test_7_the_app_takes_its_flow_control_from_a_cached_property() -> None:
     assert {"resume", "suspend", "is_active"} <= set(dir(FlowControlEvent))
 
 
+def test_9_the_rocksdb_store_yields_the_databases_of_its_active_partitions() -> None:
+    # The window route reads one campaign's keys from these databases by key prefix.
+    assert parameters(Store._dbs_for_actives) == ["self"]
+    assert "self.use_rocksdict" in inspect.getsource(Store._visible_items)
+    assert "from_key" in (rocksdict.Rdict.items.__doc__ or "")
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -93,6 +101,7 @@ def test_7_the_app_takes_its_flow_control_from_a_cached_property() -> None:
         "_db_for_partition",
         "flow_control",
         "_new_offset",
+        "_dbs_for_actives",
     ],
 )
 def test_every_reach_is_named_in_the_stream_packages_list(name: str) -> None:

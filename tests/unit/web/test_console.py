@@ -4,15 +4,12 @@ only what changed), the merge with other workers, one campaign's windows read by
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
-import rocksdict
-from faust.serializers import codecs
 
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, SettledRun
 from vfstream.domain.reports import ReportBook, RunAnnouncement, RunOutcome
@@ -20,7 +17,6 @@ from vfstream.domain.runs import newest_first, run_rows
 from vfstream.settings import Settings
 from vfstream.web import console as console_module
 from vfstream.web.console import Console, LocalSummary
-from vfstream.web.views import campaign_windows
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -209,48 +205,6 @@ async def test_other_workers_are_asked_once_for_everyone_in_parallel() -> None:
     assert asyncio.get_running_loop().time() - started < 0.5  # three at once, not in a row
     assert sorted(calls) == ["http://w1:1/x", "http://w2:1/x", "http://w3:1/x"]
     assert answers[0] == [{"worker": f"http://w{n}:1/x"} for n in (1, 2, 3)]
-
-
-def test_one_campaigns_windows_are_read_by_their_key_prefix_in_rocksdb() -> None:
-    def key(campaign: str, start: float) -> bytes:
-        return codecs.dumps("json", (campaign, (start, start + 59.9)))
-
-    dbs = [rocksdict.Rdict(tempfile.mkdtemp(), options=rocksdict.Options(raw_mode=True))]
-    dbs.append(rocksdict.Rdict(tempfile.mkdtemp(), options=rocksdict.Options(raw_mode=True)))
-    for n, campaign in enumerate(["c1", "c10", "c", 'c1"', "c1", "d"] * 3):
-        dbs[n % 2][key(campaign, 60.0 * n)] = f"{n}".encode()
-
-    class Store:
-        use_rocksdict = True
-
-        def _dbs_for_actives(self) -> Any:
-            return iter(dbs)
-
-        def items(self) -> Any:
-            for db in dbs:
-                for k, v in db.items():
-                    yield codecs.loads("json", k), v
-
-    table = SimpleNamespace(data=Store(), key_serializer="json")
-    got = sorted((k[1][0], v) for k, v in campaign_windows(table, "c1"))
-    everything = sorted((k[1][0], v) for k, v in Store().items() if k[0] == "c1")
-    assert got == everything and len(got) == 6
-    table.data.use_rocksdict = False  # another store: scanned whole, same answer
-    assert sorted((k[1][0], v) for k, v in campaign_windows(table, "c1")) == everything
-    for db in dbs:
-        db.close()
-
-
-def test_the_rocksdb_store_still_yields_the_databases_of_its_active_partitions() -> None:
-    """Tripwire for the one private reach of the web views: the window route reads one
-    campaign's keys from the databases ``Store._dbs_for_actives`` gives, with rocksdict."""
-    import inspect
-
-    from faust.stores.rocksdb import Store
-
-    assert list(inspect.signature(Store._dbs_for_actives).parameters) == ["self"]
-    assert "self.use_rocksdict" in inspect.getsource(Store._visible_items)
-    assert "from_key" in (rocksdict.Rdict.items.__doc__ or "")
 
 
 async def test_one_refresh_of_the_page_is_one_answer_made_of_the_routes_answers(
