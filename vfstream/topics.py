@@ -19,11 +19,6 @@ from vfstream.kafka.access import denied
 from vfstream.settings import Settings
 
 
-def changelog_topic(settings: Settings, table: str) -> str:
-    """The changelog Faust keeps for one of the worker's tables."""
-    return f"{settings.app_id}-{table}-changelog"
-
-
 @dataclass(frozen=True)
 class TopicSpec:
     name: str

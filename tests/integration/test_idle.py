@@ -15,7 +15,7 @@ from vfstream.dev.scenario import wait_for_counts
 from vfstream.dev.workers import WorkerProcess
 from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import ScoringFileIngestor
-from vfstream.topics import changelog_topic
+from vfstream.stream.layout import changelog_topic
 
 pytestmark = pytest.mark.integration
 

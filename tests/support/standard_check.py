@@ -19,6 +19,7 @@ from vfstream.domain.ledger import CampaignTotals
 from vfstream.kafka.reads import latest_values
 from vfstream.ops.reconcile import durable_partials, recount_partials
 from vfstream.settings import Settings
+from vfstream.stream.layout import Table, changelog_topic
 
 _plain = TypeDeserializer()
 
@@ -121,8 +122,8 @@ async def count_breakdown(settings: Settings, campaign: str) -> str:
     """Per source partition: the fan states' recount, the partial the verification agent
     last flushed, and the partial the counts table holds. Where a count drifted, this says
     which side and which partition."""
-    fans = await latest_values(settings, f"{settings.app_id}-fan-state-changelog")
-    totals_log = await latest_values(settings, f"{settings.app_id}-campaign-counts-changelog")
+    fans = await latest_values(settings, changelog_topic(settings, Table.FAN_STATE))
+    totals_log = await latest_values(settings, changelog_topic(settings, Table.CAMPAIGN_COUNTS))
     recounted = recount_partials(fans).get(campaign, {})
     durable = durable_partials(fans)
     raw_totals = totals_log.get(campaign.encode())

@@ -13,11 +13,7 @@ import logging
 from typing import Any
 
 import aiohttp
-import orjson
-from aiokafka.coordinator.protocol import (
-    ConsumerProtocolMemberAssignment,
-    ConsumerProtocolMemberMetadata,
-)
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from pydantic import ValidationError
 
 from vfstream import kafka
@@ -29,7 +25,7 @@ from vfstream.errors import DependencyUnavailable
 from vfstream.kafka.reads import holding_records, latest_values, offset_range
 from vfstream.ops.reads import recent_dead_letters
 from vfstream.settings import Settings
-from vfstream.topics import changelog_topic
+from vfstream.stream.layout import Table, changelog_topic, member_url
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +91,7 @@ async def read_runs(settings: Settings, campaign: str | None = None) -> list[dic
     """Every campaign's scoring runs as the workers' tables last committed them."""
     await require_kafka(settings)
     counts, books = await asyncio.gather(
-        _table(settings, "campaign-counts"), _table(settings, "slack-reports")
+        _table(settings, Table.CAMPAIGN_COUNTS), _table(settings, Table.REPORT_BOOKS)
     )
     rows: list[dict[str, Any]] = []
     for key, (_, value) in counts.items():
@@ -132,15 +128,11 @@ async def read_dead_letters(
 
 
 def _member(member: tuple[Any, ...], topic: str) -> dict[str, Any]:
-    """One group member: Faust's metadata carries the worker's URL (its web views);
-    the standard assignment says which partitions of ``topic`` it consumes."""
+    """One group member: its worker's URL (its web views; ``stream.layout`` reads it from
+    the member's metadata); the standard assignment says which partitions of ``topic`` it
+    consumes."""
     member_id, client_id, client_host, metadata, assignment = member[:5]
-    url = None
-    try:
-        user_data = ConsumerProtocolMemberMetadata.decode(metadata).user_data
-        url = orjson.loads(user_data).get("url")
-    except Exception:  # not a Faust member (another client in the group): no URL
-        url = None
+    url = member_url(metadata)
     partitions: list[int] = []
     try:
         for assigned_topic, numbers in ConsumerProtocolMemberAssignment.decode(

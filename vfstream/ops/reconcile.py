@@ -18,6 +18,7 @@ from vfstream.domain.state import CountDelta, Counts, recount_by_partition
 from vfstream.domain.tally import correction_message
 from vfstream.kafka.reads import latest_values
 from vfstream.settings import Settings
+from vfstream.stream.layout import Table, changelog_topic
 
 
 def recount_partials(
@@ -63,8 +64,8 @@ def _total(per_partition: dict[int, Counts]) -> Counts:
 
 
 async def reconcile(settings: Settings, campaign: str | None, fix: bool) -> dict[str, Any]:
-    fans = await latest_values(settings, f"{settings.app_id}-fan-state-changelog")
-    totals_log = await latest_values(settings, f"{settings.app_id}-campaign-counts-changelog")
+    fans = await latest_values(settings, changelog_topic(settings, Table.FAN_STATE))
+    totals_log = await latest_values(settings, changelog_topic(settings, Table.CAMPAIGN_COUNTS))
     recounted = recount_partials(fans)
     durable = durable_partials(fans)
     totals = {

@@ -24,10 +24,12 @@ from vfstream.domain.records import parse_iso_datetime
 from vfstream.errors import OperatorError
 from vfstream.retry import Backoff, retrying
 from vfstream.settings import Settings
-from vfstream.topics import changelog_topic, ensure_topics, partition_count
+from vfstream.stream.layout import Table, changelog_topic, local_table_stores
+from vfstream.topics import ensure_topics, partition_count
 
 COORDINATOR_WAIT_SECONDS = 30.0
-CHANGELOG_TABLES = ("fan-state", "campaign-counts", "campaign-count-windows")
+# The tables a rebuild recomputes; the reporter's (its memory of reports sent) is kept.
+CHANGELOG_TABLES = (Table.FAN_STATE, Table.CAMPAIGN_COUNTS, Table.COUNT_WINDOWS)
 
 
 class ReplayError(OperatorError):
@@ -172,14 +174,10 @@ def wipe_local_stores(settings: Settings) -> list[str]:
 
     The reporter's store stays: it is not rebuilt, and keeping it spares the start a restore.
     """
-    tables = settings.data_dir / "v1" / "tables"
     wiped: list[str] = []
-    if not tables.exists():
-        return wiped
-    for path in sorted(tables.iterdir()):
-        if any(path.name.startswith(f"{table}-") for table in CHANGELOG_TABLES):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-            wiped.append(path.name)
+    for path in local_table_stores(settings, CHANGELOG_TABLES):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        wiped.append(path.name)
     return wiped
 
 

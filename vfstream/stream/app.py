@@ -41,6 +41,7 @@ from vfstream.sinks.clients.slack import SlackNotifier
 from vfstream.sinks.relays.dynamo_mirror import DynamoMirror
 from vfstream.sinks.relays.entry_forwarder import EntryForwarder
 from vfstream.sinks.relays.score_stream import ScoreStreamForwarder
+from vfstream.stream.layout import Table
 from vfstream.stream.partition_reader import CommittedRangeReader
 from vfstream.stream.ports import FlushPolicy
 from vfstream.stream.reporting import ReportLanes, VerdictReporter
@@ -172,12 +173,14 @@ class VfStream:
         self.score_topic = app.topic(settings.score_records_topic, partitions=partitions, **RAW)
         self.dead_topic = app.topic(settings.dead_letter_topic, partitions=partitions, **RAW)
         self.partials_topic = app.topic(settings.partials_topic, partitions=partitions, **RAW)
-        self.fan_states = raw_table(app.Table("fan-state", **table_options(settings)))
-        self.campaign_counts = raw_table(app.Table("campaign-counts", **table_options(settings)))
+        self.fan_states = raw_table(app.Table(Table.FAN_STATE.value, **table_options(settings)))
+        self.campaign_counts = raw_table(
+            app.Table(Table.CAMPAIGN_COUNTS.value, **table_options(settings))
+        )
         # Window keys are (campaign, (start, end)) tuples: JSON, not raw bytes.
         self.count_windows = raw_table(
             app.Table(
-                "campaign-count-windows",
+                Table.COUNT_WINDOWS.value,
                 partitions=partitions,
                 options=rocksdb_options(settings),
                 schema=faust.Schema(
@@ -192,7 +195,9 @@ class VfStream:
         self.ledger = self._build_ledger()
         app.recorded_positions = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
-        self.report_books = raw_table(app.Table("slack-reports", **table_options(settings)))
+        self.report_books = raw_table(
+            app.Table(Table.REPORT_BOOKS.value, **table_options(settings))
+        )
         self.reporter = VerdictReporter(
             self.report_books,
             SlackNotifier(

@@ -34,7 +34,7 @@ from vfstream.settings import Settings
 from vfstream.sinks.clients.dynamo_batch import DynamoBatchWriter
 from vfstream.sinks.relays.base import AWS_CALLS, Batch, TopicRelay
 from vfstream.sinks.relays.lanes import Attempt, Parcel, Wait
-from vfstream.topics import changelog_topic
+from vfstream.stream.layout import changelog_topic
 
 log = logging.getLogger(__name__)
 

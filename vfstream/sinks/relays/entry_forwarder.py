@@ -55,7 +55,7 @@ from vfstream.sinks.clients.entry_service import (
 )
 from vfstream.sinks.relays.base import TopicRelay
 from vfstream.sinks.relays.lanes import Attempt, Parcel, Wait
-from vfstream.topics import changelog_topic
+from vfstream.stream.layout import Table, changelog_topic
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class EntryForwarder:
         self.campaigns = campaign_service or CampaignService(
             settings.campaign_service_url, cache_seconds=MARKETS_CACHE_SECONDS, attempts=1
         )
-        topic = changelog_topic(settings, "fan-state")
+        topic = changelog_topic(settings, Table.FAN_STATE)
         self.relay = TopicRelay(
             settings,
             "entry-forwarder",
