@@ -46,7 +46,12 @@ from vfstream.stream.partition_reader import CommittedRangeReader
 from vfstream.stream.ports import FlushPolicy
 from vfstream.stream.reporting import ReportLanes, VerdictReporter
 from vfstream.stream.tables import FanStateStore
-from vfstream.stream.transport import FetchedGaps, PositionLookup, broker_url
+from vfstream.stream.transport import (
+    ConsumerHooks,
+    FetchedGaps,
+    broker_url,
+    install_transport,
+)
 from vfstream.stream.verification import VerificationLedger
 from vfstream.web.routes import register_views
 
@@ -116,11 +121,6 @@ class QueueKeepingFlowControl(FlowControlEvent):
 
 
 class StreamApp(faust.App):
-    # Where the transport resumes score partitions no later than (vfstream.stream.transport).
-    recorded_positions: PositionLookup | None = None
-    # What the stream consumer's fetcher proved holds no record (vfstream.stream.transport).
-    fetched_gaps: FetchedGaps | None = None
-
     @cached_property
     def flow_control(self) -> FlowControlEvent:
         return QueueKeepingFlowControl(loop=self.loop)
@@ -170,6 +170,9 @@ class VfStream:
         partitions = settings.topic_partitions
         self.app = build_faust_app(settings)
         app = self.app
+        # The stream consumer's objects, handed to it through the transport (not the app).
+        self.consumer_hooks = ConsumerHooks(FetchedGaps())
+        install_transport(app, self.consumer_hooks)
         self.score_topic = app.topic(settings.score_records_topic, partitions=partitions, **RAW)
         self.dead_topic = app.topic(settings.dead_letter_topic, partitions=partitions, **RAW)
         self.partials_topic = app.topic(settings.partials_topic, partitions=partitions, **RAW)
@@ -193,7 +196,7 @@ class VfStream:
             expires=timedelta(seconds=settings.window_expires_seconds),
         )
         self.ledger = self._build_ledger()
-        app.recorded_positions = self._recorded_position
+        self.consumer_hooks.recorded = self._recorded_position
         self.reports_topic = app.topic(settings.reports_topic, partitions=partitions, **RAW)
         self.report_books = raw_table(
             app.Table(Table.REPORT_BOOKS.value, **table_options(settings))
@@ -223,7 +226,8 @@ class VfStream:
         partitions = settings.topic_partitions
         self.score_reader = CommittedRangeReader(settings, settings.score_records_topic)
         self.fan_store = FanStateStore(self.fan_states, settings)
-        app.fetched_gaps = gaps = FetchedGaps()
+        gaps = self.consumer_hooks.gaps
+        assert gaps is not None
         score_topic = settings.score_records_topic
         return VerificationLedger(
             self.fan_store,

@@ -13,6 +13,11 @@ earliest`` dropped records were not read again), and Faust's acknowledgement boo
 commit past records that were never applied. So every stream partition is sought explicitly,
 and the score-record partitions to ``resume_offset``: the earlier of the committed offset
 and the position the verification ledger recorded with the state.
+
+What the consumer needs from the worker (where the ledger recorded each partition, the
+fetcher's gaps) is handed to it at construction in one ``ConsumerHooks``: the worker's
+assembly builds the transport with it and gives it to the app (``install_transport``, the
+one hook), instead of hanging the objects on the Faust app.
 """
 
 from __future__ import annotations
@@ -102,6 +107,17 @@ class FetchedGaps:
             return False
 
 
+class ConsumerHooks:
+    """What the worker hands its stream consumer, through the transport it builds: the gaps
+    the fetcher proves (``FetchedGaps``, shared with the verification ledger) and where each
+    score partition's reading resumes no later than (``recorded``, the ledger's positions;
+    set once the ledger is built, before the worker starts). Empty: plain Faust behaviour."""
+
+    def __init__(self, gaps: FetchedGaps | None = None) -> None:
+        self.gaps = gaps
+        self.recorded: PositionLookup | None = None
+
+
 class CommittedReadConsumerThread(AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -111,7 +127,8 @@ class CommittedReadConsumerThread(AIOKafkaConsumerThread):
 
     @property
     def fetched_gaps(self) -> FetchedGaps | None:
-        return getattr(self.consumer.app, "fetched_gaps", None)
+        hooks: ConsumerHooks = self.consumer.transport.hooks
+        return hooks.gaps
 
     async def _fetch_records(
         self,
@@ -169,8 +186,9 @@ class CommittedReadConsumer(Consumer):
 
     async def seek_to_committed(self) -> Mapping[TP, int | None]:
         # The positions are read here, on the app's loop, where the tables live.
-        # vfstream.stream.app.StreamApp.recorded_positions; a plain Faust app has none.
-        lookup: PositionLookup | None = getattr(self.app, "recorded_positions", None)
+        # Handed in by the worker's assembly (ConsumerHooks.recorded); None: Kafka's alone.
+        hooks: ConsumerHooks = self.transport.hooks
+        lookup = hooks.recorded
         recorded: dict[TopicPartition, int] = {}
         if lookup is not None:
             for tp in self.assignment():
@@ -187,6 +205,17 @@ class CommittedReadConsumer(Consumer):
 
 class CommittedReadTransport(Transport):
     Consumer = CommittedReadConsumer
+
+    def __init__(
+        self,
+        url: list[Any],
+        app: Any,
+        loop: Any = None,
+        *,
+        hooks: ConsumerHooks | None = None,
+    ) -> None:
+        super().__init__(url, app, loop=loop)
+        self.hooks = hooks if hooks is not None else ConsumerHooks()
 
 
 def resume_offset(committed: int | None, recorded: int | None) -> int | None:
@@ -239,7 +268,15 @@ async def seek_to_resume_offsets(
     return resumed
 
 
-TRANSPORTS.aliases[SCHEME] = f"{__name__}:CommittedReadTransport"
+def install_transport(app: Any, hooks: ConsumerHooks) -> None:
+    """Give ``app`` this transport, built with ``hooks``: the one place the worker's objects
+    reach Faust's consumer. Faust builds the consumer itself (``Transport.create_consumer``),
+    so the objects travel on the transport, set through the app's public ``transport``
+    setter. The ``vfkafka`` scheme of the app's broker URL is registered here too, so a
+    transport Faust makes itself from the URL is this one (with empty hooks). Call it right
+    after building the app: declaring an agent makes Faust build ``app.transport``."""
+    TRANSPORTS.aliases[SCHEME] = f"{__name__}:CommittedReadTransport"
+    app.transport = CommittedReadTransport(app.conf.broker_consumer, app, hooks=hooks)
 
 
 def broker_url(bootstrap: str) -> str:

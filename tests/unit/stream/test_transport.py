@@ -86,3 +86,23 @@ def test_never_resumes_past_either_offset(committed: int | None, recorded: int) 
     assert offset <= recorded
     assert committed is None or offset <= committed
     assert offset in (recorded, committed, 0)
+
+
+def test_the_consumers_objects_are_handed_to_it_on_the_transport_not_the_app() -> None:
+    from vfstream.settings import Settings
+    from vfstream.stream.app import build_faust_app
+    from vfstream.stream.transport import (
+        CommittedReadConsumerThread,
+        CommittedReadTransport,
+        ConsumerHooks,
+        install_transport,
+    )
+
+    app = build_faust_app(Settings(listen_for_notifications=False))
+    hooks = ConsumerHooks(FetchedGaps())
+    install_transport(app, hooks)
+    assert isinstance(app.transport, CommittedReadTransport)
+    assert app.transport.hooks is hooks
+    assert not hasattr(app, "fetched_gaps") and not hasattr(app, "recorded_positions")
+    thread = SimpleNamespace(consumer=SimpleNamespace(transport=app.transport))
+    assert CommittedReadConsumerThread.fetched_gaps.fget(thread) is hooks.gaps  # type: ignore[attr-defined]
