@@ -81,7 +81,7 @@ def _fanlist(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from vfstream.stream.app import run_worker
+    from vfstream.stream.assembly import run_worker
 
     return run_worker(settings, loglevel=args.loglevel)
 

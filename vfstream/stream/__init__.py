@@ -1,10 +1,16 @@
-"""Everything that knows Faust: the app and its agents, the transport, the flow control,
-the table helpers, the partition reader, and the verification ledger's delivery
-bookkeeping (generations, gap and tail fills, positions, held-back acks). The exact-count
-rules it applies are in ``vfstream.domain``. What Faust decides that others need to know
-(a changelog's name, where a table's files are, which worker owns which partition) is
-answered by ``layout``; ops, sinks and web ask it. Outside this package only the web views
-use Faust, through its public web API (pages, views, the app's HTTP session).
+"""Everything that knows Faust. Read ``topology`` first: the topics, the four tables and the
+three thin agents, as the pipeline runs. ``assembly`` builds the worker: the app, its
+transport and the topology, and the parts that run beside the agents (relays, the
+notification listener, timers, diagnostics) as small services with ``start``/``stop``, the
+web routes and Prometheus. Beside them: the Faust app's configuration and flow control
+(``app``), the transport with its one hook (``transport.install_transport``), the tally's
+glue to its tables (``tally``), the table helpers, the partition reader, and the
+verification ledger's delivery bookkeeping (generations, gap and tail fills, positions,
+held-back acks). The exact-count rules it applies are in ``vfstream.domain``.
+What Faust decides that others need to know (a changelog's name, where a table's files
+are, which worker owns which partition) is answered by ``layout``; ops, sinks and web ask
+it. Outside this package only the web views use Faust, through its public web API (pages,
+views, the app's HTTP session).
 
 Reaches into private attributes of Faust, mode and aiokafka, all of them (pinned versions:
 faust-streaming 0.15.3, mode-streaming 0.7.1, aiokafka 0.14.0, rocksdict 0.3.29 in

@@ -1,4 +1,4 @@
-"""What the web views ask of the worker they run in (``vfstream.stream.app.VfStream`` in a
+"""What the web views ask of the worker they run in (``vfstream.stream.assembly.Worker`` in a
 worker, a stand-in in the tests). The worker passes itself in when it registers the routes
 (``vfstream.web.routes``); the views name only this protocol, so ``web`` never imports the
 worker's app and the app can import ``web``."""

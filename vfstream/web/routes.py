@@ -1,4 +1,4 @@
-"""Every route of a worker, registered by the worker's assembly (``vfstream.stream.app``)
+"""Every route of a worker, registered by the worker's assembly (``vfstream.stream.assembly``)
 with the worker passed in: the table views (``views``), the operator's console
 (``console``), the service's own routes, the tokens (``auth``) and the security headers.
 The modules it composes do not import each other back, nor the worker's app."""

@@ -19,7 +19,8 @@ from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import ScoringKey
 from vfstream.settings import Settings
 from vfstream.sources.s3.ingestor import IngestSummary, ScoringFileIngestor
-from vfstream.stream.app import QueueKeepingFlowControl, build_app
+from vfstream.stream.app import QueueKeepingFlowControl
+from vfstream.stream.assembly import build_app
 from vfstream.web.views import owner_url
 
 
@@ -33,8 +34,9 @@ def test_the_hash_is_pinned_crc32_of_the_keys_utf8_bytes() -> None:
 def test_table_partitions_match_their_source_topics() -> None:
     settings = Settings(topic_partitions=4, listen_for_notifications=False)
     stream = build_app(settings)
-    assert stream.fan_states.partitions == stream.score_topic.partitions == 4
-    assert stream.campaign_counts.partitions == stream.partials_topic.partitions == 4
+    topology = stream.topology
+    assert topology.fan_states.partitions == topology.score_topic.partitions == 4
+    assert topology.campaign_counts.partitions == topology.partials_topic.partitions == 4
 
 
 def test_every_tables_rocksdb_memory_is_bounded_by_the_settings(tmp_path: Any) -> None:

@@ -11,7 +11,7 @@ from faust.assignor.client_assignment import ClientAssignment, ClientMetadata
 
 from vfstream.domain.mirror import MirroredTable
 from vfstream.settings import Settings
-from vfstream.stream.app import build_app
+from vfstream.stream.assembly import build_app
 from vfstream.stream.layout import Table, changelog_topic, local_table_stores, member_url
 
 
