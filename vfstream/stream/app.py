@@ -5,7 +5,6 @@ is in ``vfstream.stream.topology``; the worker is assembled in ``vfstream.stream
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 from typing import Any
 
@@ -18,8 +17,6 @@ from vfstream.settings import Settings
 from vfstream.stream.transport import (
     broker_url,
 )
-
-log = logging.getLogger(__name__)
 
 RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
