@@ -8,7 +8,6 @@ import asyncio
 import csv
 import io
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +27,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tests.support.aws import put_object
+from tests.support.browser import launch_chromium
 from tests.support.rows import SCORING_HEADER, csv_file, scoring_key, scoring_row
 from tests.support.services import Answer, ScriptedService, scripted_service
 from tests.support.waiting import eventually
@@ -260,12 +260,8 @@ async def test_a_campaign_named_with_script_runs_nothing_in_the_dashboard_or_sla
     for path in ("/campaigns/nope/counts", "/static/dashboard.js", "/no/such/route"):
         assert (await get_headers(system.worker, path))[1]["X-Content-Type-Options"] == "nosniff"
 
-    assert shutil.which("chromium"), "Debian's chromium is needed: `make browser` installs it"
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
-        )
+        browser = await launch_chromium(pw)
         try:
             page = await browser.new_page()
             blocked: list[str] = []

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_ingest import SAMPLE_PATH
 from tests.support.aws import put_object
+from tests.support.browser import launch_chromium
 from tests.support.waiting import eventually
 from vfstream.dev.generator import GeneratorConfig, expected_counts, generate_run
 from vfstream.dev.scenario import upload_run, wait_for_counts
@@ -152,7 +152,6 @@ async def test_console_in_a_browser_answers_the_operators_questions(
     lag chart and a fan, all as Debian's Chromium renders them under the page's CSP."""
     from playwright.async_api import async_playwright
 
-    assert shutil.which("chromium"), "Debian's chromium is needed: `make browser` installs it"
     await put_object(isolated, SAMPLE_KEY, SAMPLE_PATH.read_bytes())
     await ScoringFileIngestor(isolated).ingest(isolated.scoring_bucket, SAMPLE_KEY, force=True)
     await eventually(
@@ -161,16 +160,7 @@ async def test_console_in_a_browser_answers_the_operators_questions(
     )
     errors: list[str] = []
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(
-            executable_path=shutil.which("chromium"),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+        browser = await launch_chromium(pw)
         try:
             page = await browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import re
 import secrets
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from pydantic import SecretStr
 from tests.integration.test_ingest import SAMPLE_PATH
 from tests.integration.test_web import SAMPLE_COUNTS, SAMPLE_KEY, metric
 from tests.support.aws import put_object
+from tests.support.browser import launch_chromium
 from tests.support.waiting import eventually
 from vfstream.dev.stack import free_port
 from vfstream.dev.workers import WorkerProcess
@@ -267,7 +267,6 @@ async def test_console_behind_basic_auth_in_a_browser(
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
-    assert shutil.which("chromium"), "Debian's chromium is needed: `make browser` installs it"
     token, _ = tokens()
     settings = guarded(isolated, token)
     worker = WorkerProcess(settings, "console", tmp_path / "logs")
@@ -278,16 +277,7 @@ async def test_console_behind_basic_auth_in_a_browser(
         await worker.wait_ready()
         await ingest_sample(settings, worker, token)
         async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=shutil.which("chromium"),
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--no-first-run",
-                ],
-            )
+            browser = await launch_chromium(pw)
             try:
                 # Without credentials: the server's 401, and the browser (which has none to
                 # give at the prompt) shows nothing of the page.
