@@ -35,7 +35,13 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.ingest_inflight_topic,
             1,
-            {"cleanup.policy": "compact", "message.timestamp.type": "LogAppendTime"},
+            # Heartbeats and probes overwrite their keys every few seconds; compaction only
+            # cleans rolled segments, so roll one an hour (Kafka's default: a week or 1 GiB).
+            {
+                "cleanup.policy": "compact",
+                "message.timestamp.type": "LogAppendTime",
+                "segment.ms": "3600000",
+            },
         ),
         TopicSpec(settings.partials_topic, settings.topic_partitions, {}),
         TopicSpec(settings.reports_topic, settings.topic_partitions, {}),

@@ -41,7 +41,7 @@ from vfstream.metrics import DEAD_LETTERS, INGESTED_FILES, RECORDS_IN, RECORDS_O
 from vfstream.settings import Settings
 from vfstream.sources.s3.csvrows import printable_raw, read_scoring_rows
 from vfstream.sources.s3.faults import FILE_BYTE_ERRORS
-from vfstream.sources.s3.inflight import InflightAnnouncer, fence_dead_ingests
+from vfstream.sources.s3.inflight import InflightAnnouncer, InflightFencer, fence_dead_ingests
 from vfstream.sources.s3.s3body import (
     S3_READ_RETRIES,
     BlockingS3Body,
@@ -125,10 +125,14 @@ class ScoringFileIngestor:
         *,
         progress: bool = False,
         on_chunk: Callable[[int], None] | None = None,
+        fencer: InflightFencer | None = None,
     ) -> None:
         self.settings = settings
         self.progress = progress and sys.stderr.isatty()
         self._on_chunk = on_chunk
+        # A worker's listener shares its fencer (an incremental reader of the in-flight
+        # topic); a one-off ingest reads the topic once.
+        self._fencer = fencer
 
     def transactional_id(self, bucket: str, key: str) -> str:
         # One transactional id per object: a second ingester of the same file fences the
@@ -223,7 +227,10 @@ class ScoringFileIngestor:
     async def _fence_dead_ingests(self) -> None:
         """Another ingest killed mid-file holds a transaction every worker waits behind."""
         try:
-            await fence_dead_ingests(self.settings)
+            if self._fencer is not None:
+                await self._fencer.fence()
+            else:
+                await fence_dead_ingests(self.settings)
         except Exception:  # a help, not a precondition: the workers' listeners fence too
             log.warning("could not check for dead ingests", exc_info=True)
 

@@ -18,6 +18,7 @@ from vfstream.errors import InputRejected
 from vfstream.retry import Backoff
 from vfstream.settings import Settings
 from vfstream.sources.s3.faults import is_transient
+from vfstream.sources.s3.inflight import InflightFencer, fence_dead_ingests
 
 log = logging.getLogger(__name__)
 
@@ -143,19 +144,23 @@ class NotificationListener:
     return; one that always fails so ends in the dead-letter queue (README "Ingestion").
     """
 
-    def __init__(self, settings: Settings, ingest: Ingest, sqs: Any) -> None:
+    def __init__(
+        self, settings: Settings, ingest: Ingest, sqs: Any, fencer: InflightFencer | None = None
+    ) -> None:
         self.settings = settings
         self._ingest = ingest
         self._sqs = sqs
+        self._fencer = fencer
         self._queue_url: str | None = None
         self._visibility: int | None = None
         self._held: dict[str, _Held] = {}
 
     async def _fence(self) -> None:
-        from vfstream.sources.s3.inflight import fence_dead_ingests
-
         try:
-            await fence_dead_ingests(self.settings)
+            if self._fencer is not None:
+                await self._fencer.fence()
+            else:
+                await fence_dead_ingests(self.settings)
         except Exception:
             log.warning("checking for dead ingests failed; next poll tries again", exc_info=True)
 
@@ -351,16 +356,21 @@ async def listen_for_files(settings: Settings, stopping: Callable[[], bool]) -> 
     from vfstream.sources.s3.fanlist_direct import FanlistIngestor
     from vfstream.sources.s3.ingestor import ScoringFileIngestor
 
+    # One fencer for the listener and its ingests: it reads the in-flight topic incrementally.
+    fencer = InflightFencer(settings)
     ingest = route_by_key_prefix(
         {FANLIST_PREFIX: FanlistIngestor(settings).ingest},
-        default=ScoringFileIngestor(settings).ingest,
+        default=ScoringFileIngestor(settings, fencer=fencer).ingest,
     )
-    while not stopping():
-        try:
-            async with aws_client(settings, "sqs") as sqs:
-                await NotificationListener(settings, ingest, sqs).run(stopping)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("notification listener failed; restarting in 5s")
-            await asyncio.sleep(5)
+    try:
+        while not stopping():
+            try:
+                async with aws_client(settings, "sqs") as sqs:
+                    await NotificationListener(settings, ingest, sqs, fencer).run(stopping)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification listener failed; restarting in 5s")
+                await asyncio.sleep(5)
+    finally:
+        await fencer.stop()
