@@ -9,7 +9,9 @@ placed at the same fractions of the run; campaigns ``VFSTREAM_SOAK_CAMPAIGNS`` (
 of them re-scored later. Reported:
 
 - RSS of each worker sampled every 5 s, and its slope over the second half of the run;
-- idle CPU of the workers (percent of one core) in a quiet minute before the load and after;
+- idle CPU of the workers (percent of one core) in a quiet minute before the load and after
+  (each once the relays have delivered everything and the ledger's two-minute re-announce
+  window has passed: what follows a load is not idle work);
 - bytes written to the changelogs per minute in those two quiet minutes (before: a few
   campaigns; after: thousands): idle work must not grow with the number of campaigns;
 - p50/p99 of ``/campaigns/{id}/counts`` and the console's ``/dashboard/console`` during load;
@@ -102,10 +104,38 @@ def changelog_bytes(settings: Settings) -> int:
     return total
 
 
+# A flush's snapshots are announced again for two minutes (the ledger's re-announce
+# window): work that follows the load, not idle work. The quiet minute starts after it.
+SETTLE_SECONDS = 135.0
+
+
+async def relays_idle(workers: list[WorkerProcess], timeout: float = 900) -> bool:
+    """Every relay of every worker has delivered all it read (``/statuses``)."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        while time.monotonic() < deadline:
+            busy = False
+            for worker in workers:
+                try:
+                    async with session.get(worker.base_url + "/statuses") as answer:
+                        relays = (await answer.json()).get("relays", {})
+                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    busy = True
+                    continue
+                busy |= any(
+                    r.get("held") or r.get("state") != "delivering" for r in relays.values()
+                )
+            if not busy:
+                return True
+            await asyncio.sleep(5)
+    return False
+
+
 async def quiet_minute(settings: Settings, workers: list[WorkerProcess]) -> dict[str, float]:
-    """CPU of the workers and changelog growth over a quiet period, once the last flushes
-    and run progress of what came before are written."""
-    await asyncio.sleep(15)
+    """CPU of the workers and changelog growth over a quiet period, once what came before
+    is done: the relays have delivered everything and the re-announce window has passed."""
+    await relays_idle(workers)
+    await asyncio.sleep(SETTLE_SECONDS)
     pids = [w.proc.pid for w in workers if w.proc is not None]
     cpu_before = sum(cpu_seconds(pid) for pid in pids)
     bytes_before = changelog_bytes(settings)
