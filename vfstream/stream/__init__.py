@@ -5,8 +5,11 @@ notification listener, timers, diagnostics) as small services with ``start``/``s
 web routes and Prometheus. Beside them: the Faust app's configuration and flow control
 (``app``), the transport with its one hook (``transport.install_transport``), the tally's
 glue to its tables (``tally``), the table helpers, the partition reader, and the
-verification ledger's delivery bookkeeping (generations, gap and tail fills, positions,
-held-back acks). The exact-count rules it applies are in ``vfstream.domain``.
+verification ledger in two halves: its delivery bookkeeping (``verification``: generations,
+gap and tail fills, positions, held-back acks, flushes, re-announcements) and its counting
+(``counting``: plain synchronous code, no asyncio or Faust, that applies a batch's rows to
+fan states, partials and run tallies and says what a flush writes). The exact-count rules
+they apply are in ``vfstream.domain``.
 What Faust decides that others need to know (a changelog's name, where a table's files
 are, which worker owns which partition) is answered by ``layout``; ops, sinks and web ask
 it. Outside this package only the web views use Faust, through its public web API (pages,

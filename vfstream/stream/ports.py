@@ -1,17 +1,15 @@
 """The small port between the verification ledger and the rest: the fan-state table as it
 writes it (``StateStore``), the score-record topic as it reads skipped ranges
-(``PartitionSource``), when it flushes (``FlushPolicy``), and the per-partition book it keeps
-between flushes. Tests drive the ledger through these with fakes and no Faust."""
+(``PartitionSource``), and when it flushes (``FlushPolicy``). The book the ledger keeps of a
+partition between flushes is its own (``verification.PartitionBook``, with the counting
+half's ``counting.PartitionCounter``). Tests drive the ledger through these with fakes and
+no Faust."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from vfstream.domain.fans import Envelope
-from vfstream.domain.ledger import PartialTally, RunTally
+from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -58,26 +56,3 @@ class PartitionSource(Protocol):
 
 
 Snapshot = tuple[str, bytes]  # (campaignId, JSON)
-
-
-@dataclass
-class PartitionBook:
-    """What the ledger holds of one partition between flushes."""
-
-    generation: int | None = None  # the consumer generation its events were fetched in
-    next_offset: int | None = None  # after the last event handled
-    recorded: int | None = None  # the position the last flush wrote
-    # Tallies read or changed since the partition was assigned, oldest first; bounded by
-    # ``FlushPolicy.cached_tallies`` after each flush (``VerificationLedger._trim``).
-    partials: dict[str, PartialTally] = field(default_factory=dict)
-    flushed: dict[str, int] = field(default_factory=dict)  # each partial's flushed watermark
-    runs: dict[str, RunTally] = field(default_factory=dict)
-    # Envelopes to write at the next flush, with their stored form.
-    staged: dict[bytes, tuple[Envelope, bytes]] = field(default_factory=dict)
-    dirty_partials: set[str] = field(default_factory=set)
-    dirty_runs: set[str] = field(default_factory=set)
-    index: dict[str, list[str]] | None = None
-    unacked: list[Any] = field(default_factory=list)
-    unflushed_records: int = 0
-    last_flush: float = field(default_factory=time.monotonic)
-    last_event: float = field(default_factory=time.monotonic)

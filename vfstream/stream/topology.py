@@ -162,7 +162,7 @@ class Topology:
         @app.on_partitions_revoked.connect
         async def on_revoked(app: Any, revoked: set[TP], **kwargs: Any) -> None:
             # Books of partitions kept through the rebalance go when the new generation's
-            # events arrive (VerificationLedger._book_for), not here: this signal may come
+            # events arrive (verification.Books.for_event), not here: this signal may come
             # after the agent has already applied some of them.
             await ledger.release({tp.partition for tp in revoked if tp.topic == scores})
 

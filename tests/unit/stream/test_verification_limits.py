@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-import vfstream.stream.verification as verification
+import vfstream.stream.counting as verification
 from tests.support.ledger import PARTITION, T0, FakeTable, event, recount
 from vfstream.domain.fans import decode_envelope
 from vfstream.domain.keys import partial_key, run_key
