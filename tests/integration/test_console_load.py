@@ -19,7 +19,7 @@ from vfstream.dev.workers import WorkerProcess
 from vfstream.domain.keys import partition_for
 from vfstream.domain.ledger import PartialCounts
 from vfstream.domain.reports import RunAnnouncement
-from vfstream.domain.tally import PartialsMessage
+from vfstream.domain.tally import AnnounceMessage, PartialMessage
 from vfstream.ops.reads import recent_dead_letters
 from vfstream.settings import Settings
 
@@ -163,7 +163,7 @@ async def produce_campaigns(settings: Settings, count: int) -> None:
                 runId=f"run-{n}", campaignId=campaign, key=f"f{n}.csv", valid=10, invalid=1
             )
             partial = PartialCounts(campaignId=campaign, partition=0, verified=n, watermark=0)
-            for message in (PartialsMessage(announce=announce), PartialsMessage(partial=partial)):
+            for message in (AnnounceMessage(announce=announce), PartialMessage(partial=partial)):
                 await producer.send(
                     settings.partials_topic, message.to_bytes(), key=key, partition=partition
                 )

@@ -1,12 +1,20 @@
 """The campaign tally's rules: the partials-topic message, how a campaign's totals take it,
 when runs settle, which runs are overdue, and the windowed change. No I/O.
 
-Every message on the partials topic is a ``PartialsMessage`` holding exactly one of:
-- ``partial``: one source partition's counts for a campaign (the verification ledger's
-  flush; reconcile ``--fix`` sends one with ``replace`` to override a corrupt watermark);
-- ``run``: how many records of a run one source partition applied (the ledger's flush);
-- ``announce``: an ingested file's run, what it must reach to settle (the ingestor's
-  marker, re-sent by ``replay --rebuild``).
+Every message on the partials topic is a ``PartialsMessage``, a tagged union of three
+kinds, each its own type, told apart by the one key it holds (``read_message``; a message
+holding none or more than one is refused). The topic's four writers, each by the kind it
+writes:
+- ``PartialMessage`` (``{"partial": ...}``): one source partition's counts for a campaign.
+  Written by the verification ledger's flush and re-announcement
+  (``vfstream.stream.counting``, framed by ``partial_message``), and by ``reconcile --fix``
+  (``vfstream.ops.reconcile``, ``correction_message``: with ``replace``, to override a
+  corrupt watermark).
+- ``RunMessage`` (``{"run": ...}``): how many records of a run one source partition applied.
+  Written by the ledger's flush and re-announcement (``run_message``).
+- ``AnnounceMessage`` (``{"announce": ...}``): an ingested file's run, what it must reach to
+  settle. Written by the ingestor's marker (``vfstream.sources.s3.ingestor``,
+  ``announce_message``) and re-sent by ``replay --rebuild`` (``vfstream.ops.replay``).
 The ledger frames its already-encoded partials with ``partial_message``/``run_message``
 (bytes equal to the model's encoding, checked by a test) so its flush builds no model.
 """
@@ -16,9 +24,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, Discriminator, Tag, TypeAdapter
 
 from vfstream.domain.keys import partition_for
 from vfstream.domain.ledger import CampaignTotals, PartialCounts, RunProgress
@@ -27,27 +36,63 @@ from vfstream.domain.reports import IntentKind, ReportIntent, RunAnnouncement
 from vfstream.domain.state import CountDelta
 
 
-class PartialsMessage(BaseModel):
-    """One message of the partials topic, keyed by its campaign id."""
-
-    partial: PartialCounts | None = None
-    replace: bool = False
-    run: RunProgress | None = None
-    announce: RunAnnouncement | None = None
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PartialsMessage:
-        held = [part for part in (self.partial, self.run, self.announce) if part is not None]
-        if len(held) != 1:
-            raise ValueError("a partials message holds exactly one of partial, run, announce")
-        return self
-
+class _Message(BaseModel):
     def to_bytes(self) -> bytes:
         return self.__pydantic_serializer__.to_json(self, exclude_defaults=True)
 
-    @classmethod
-    def from_bytes(cls, value: bytes) -> PartialsMessage:
-        return cls.model_validate_json(value)
+
+class PartialMessage(_Message):
+    """One source partition's counts for a campaign, keyed by its campaign id."""
+
+    partial: PartialCounts
+    replace: bool = False  # override the stored partial whatever its watermark
+
+
+class RunMessage(_Message):
+    """How many records of a run one source partition applied, keyed by its campaign id."""
+
+    run: RunProgress
+
+
+class AnnounceMessage(_Message):
+    """An ingested file's run and what it must reach to settle, keyed by its campaign id."""
+
+    announce: RunAnnouncement
+
+
+PartialsMessage = PartialMessage | RunMessage | AnnounceMessage
+
+_KINDS = ("partial", "run", "announce")
+
+
+def _kind(value: Any) -> str | None:
+    """The one kind a message holds (a key whose value is not null), or None."""
+    if isinstance(value, dict):
+        held = [kind for kind in _KINDS if value.get(kind) is not None]
+        return held[0] if len(held) == 1 else None
+    for kind, cls in zip(_KINDS, (PartialMessage, RunMessage, AnnounceMessage), strict=True):
+        if isinstance(value, cls):
+            return kind
+    return None
+
+
+_MESSAGES: TypeAdapter[PartialsMessage] = TypeAdapter(
+    Annotated[
+        Annotated[PartialMessage, Tag("partial")]
+        | Annotated[RunMessage, Tag("run")]
+        | Annotated[AnnounceMessage, Tag("announce")],
+        Discriminator(
+            _kind,
+            custom_error_type="partials_kind",
+            custom_error_message="a partials message holds exactly one of partial, run, announce",
+        ),
+    ]
+)
+
+
+def read_message(value: bytes) -> PartialsMessage:
+    """A partials-topic message; ``pydantic.ValidationError`` when it is not one."""
+    return _MESSAGES.validate_json(value)
 
 
 def partial_message(partial_json: bytes) -> bytes:
@@ -66,7 +111,7 @@ def announce_message(run: RunAnnouncement) -> bytes:
 
 def correction_message(partial: PartialCounts) -> bytes:
     """A recounted partial that replaces the stored one whatever its watermark."""
-    return PartialsMessage(partial=partial, replace=True).to_bytes()
+    return PartialMessage(partial=partial, replace=True).to_bytes()
 
 
 @dataclass(frozen=True)
@@ -97,8 +142,13 @@ def message_refusal(
             f"arrived on partition {arrived_on}, but its key belongs to partition "
             f"{partition_for(key or b'', partitions)}"
         )
-    part = message.partial or message.run or message.announce
-    assert part is not None
+    part: PartialCounts | RunProgress | RunAnnouncement
+    if isinstance(message, PartialMessage):
+        part = message.partial
+    elif isinstance(message, RunMessage):
+        part = message.run
+    else:
+        part = message.announce
     if part.campaignId != campaign:
         return f"campaignId {part.campaignId[:40]!r} is not the message key {campaign[:40]!r}"
     size = over_bytes(campaign, limits.id_bytes)
@@ -107,7 +157,7 @@ def message_refusal(
     partition = getattr(part, "partition", 0)
     if not 0 <= partition < partitions:
         return f"partition {partition} is not one of the {partitions} partitions"
-    if message.partial is not None:
+    if isinstance(message, PartialMessage):
         partial = message.partial
         if min(partial.verified, partial.rejected, partial.selected) < 0:
             return "a partition's counts cannot be negative"
@@ -116,9 +166,9 @@ def message_refusal(
         size = over_bytes(run_id, MAX_RUN_ID_BYTES)
         if size is not None:
             return f"runId: {size} bytes, over the limit of {MAX_RUN_ID_BYTES}"
-    if message.run is not None and message.run.applied < 0:
+    if isinstance(message, RunMessage) and message.run.applied < 0:
         return "applied cannot be negative"
-    if message.announce is not None:
+    if isinstance(message, AnnounceMessage):
         announce = message.announce
         if announce.valid < 0 or announce.invalid < 0:
             return "row counts cannot be negative"
@@ -132,11 +182,11 @@ def message_refusal(
 def apply_message(totals: CampaignTotals, message: PartialsMessage, now: datetime) -> TallyEffect:
     """Take one message into a campaign's totals; settle what it completes."""
     moved = CountDelta()
-    if message.partial is not None:
+    if isinstance(message, PartialMessage):
         moved = totals.merge_partial(message.partial, replace=message.replace)
-    elif message.run is not None:
+    elif isinstance(message, RunMessage):
         totals.merge_run(message.run)
-    elif message.announce is not None:
+    else:
         totals.announce(message.announce.model_copy(update={"announcedAt": now}))
     counts = totals.counts
     intents = [

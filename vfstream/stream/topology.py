@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from vfstream.domain.keys import partition_for
 from vfstream.domain.records import MAX_ROW_BYTES
-from vfstream.domain.tally import PartialsMessage, message_refusal
+from vfstream.domain.tally import message_refusal, read_message
 from vfstream.settings import Settings
 from vfstream.sinks.clients.slack import SlackNotifier
 from vfstream.stream.app import RAW, raw_table, table_options, windowed_table
@@ -168,7 +168,7 @@ class Topology:
 
     async def _tally(self, event: Any) -> None:
         try:
-            message = PartialsMessage.from_bytes(event.value)
+            message = read_message(event.value)
             refusal = message_refusal(
                 event.key,
                 message,

@@ -20,7 +20,10 @@ from vfstream.domain.ledger import (
 from vfstream.domain.reports import IntentKind, RunAnnouncement
 from vfstream.domain.state import CountDelta
 from vfstream.domain.tally import (
+    AnnounceMessage,
+    PartialMessage,
     PartialsMessage,
+    RunMessage,
     add_to_window,
     announce_message,
     apply_message,
@@ -28,6 +31,7 @@ from vfstream.domain.tally import (
     message_refusal,
     overdue_intents,
     partial_message,
+    read_message,
     run_message,
 )
 
@@ -44,8 +48,8 @@ def test_the_ledgers_framing_is_the_models_encoding() -> None:
     tally = PartialTally("c1", 2, verified=3, rejected=1, selected=1, watermark=99)
     run = RunTally("r1", "c1", 2, applied=4, watermark=99)
 
-    framed_partial = PartialsMessage.from_bytes(partial_message(tally.to_json()))
-    framed_run = PartialsMessage.from_bytes(run_message(run.to_json()))
+    framed_partial = read_message(partial_message(tally.to_json()))
+    framed_run = read_message(run_message(run.to_json()))
 
     assert framed_partial.partial == PartialCounts.model_validate_json(tally.to_json())
     assert framed_partial.replace is False
@@ -56,8 +60,8 @@ def test_the_ledgers_framing_is_the_models_encoding() -> None:
 def test_announcements_and_corrections_read_back() -> None:
     run = RunAnnouncement(runId="r1", campaignId="c1", valid=3, invalid=1)
 
-    assert PartialsMessage.from_bytes(announce_message(run)).announce == run
-    correction = PartialsMessage.from_bytes(correction_message(partial(0, 5, 10)))
+    assert read_message(announce_message(run)).announce == run
+    correction = read_message(correction_message(partial(0, 5, 10)))
     assert correction.replace is True and correction.partial == partial(0, 5, 10)
 
 
@@ -74,14 +78,14 @@ def test_announcements_and_corrections_read_back() -> None:
 )
 def test_a_message_that_is_not_exactly_one_thing_is_refused(value: bytes) -> None:
     with pytest.raises(ValidationError):
-        PartialsMessage.from_bytes(value)
+        read_message(value)
 
 
 def test_an_older_partial_moves_nothing_and_a_correction_overrides_it() -> None:
     totals = CampaignTotals(campaignId="c1")
-    first = apply_message(totals, PartialsMessage(partial=partial(0, 5, 10)), T0)
-    older = apply_message(totals, PartialsMessage(partial=partial(0, 9, 4)), T0)
-    fixed = apply_message(totals, PartialsMessage(partial=partial(0, 2, 4), replace=True), T0)
+    first = apply_message(totals, PartialMessage(partial=partial(0, 5, 10)), T0)
+    older = apply_message(totals, PartialMessage(partial=partial(0, 9, 4)), T0)
+    fixed = apply_message(totals, PartialMessage(partial=partial(0, 2, 4), replace=True), T0)
 
     assert first.moved == CountDelta(verified=5, rejected=1)
     assert older.moved == CountDelta()
@@ -98,19 +102,19 @@ def progress(partition: int, applied: int) -> PartialsMessage:
 def test_a_run_settles_once_when_its_records_are_applied_and_reports_its_counts() -> None:
     totals = CampaignTotals(campaignId="c1")
     announce = RunAnnouncement(runId="r1", campaignId="c1", valid=3)
-    apply_message(totals, PartialsMessage(announce=announce), T0)
-    apply_message(totals, PartialsMessage(partial=partial(0, 3, 7)), T0)
+    apply_message(totals, AnnounceMessage(announce=announce), T0)
+    apply_message(totals, PartialMessage(partial=partial(0, 3, 7)), T0)
     half = apply_message(
         totals,
-        PartialsMessage(run=RunProgress(runId="r1", campaignId="c1", partition=0, applied=2)),
+        RunMessage(run=RunProgress(runId="r1", campaignId="c1", partition=0, applied=2)),
         T0,
     )
     done = apply_message(
         totals,
-        PartialsMessage(run=RunProgress(runId="r1", campaignId="c1", partition=1, applied=1)),
+        RunMessage(run=RunProgress(runId="r1", campaignId="c1", partition=1, applied=1)),
         T0,
     )
-    again = apply_message(totals, PartialsMessage(announce=announce), T0)
+    again = apply_message(totals, AnnounceMessage(announce=announce), T0)
 
     assert half.intents == []
     (intent,) = done.intents
@@ -121,7 +125,7 @@ def test_a_run_settles_once_when_its_records_are_applied_and_reports_its_counts(
 def test_a_run_is_overdue_once_past_the_limit_and_not_warned_twice() -> None:
     totals = CampaignTotals(campaignId="c1")
     apply_message(
-        totals, PartialsMessage(announce=RunAnnouncement(runId="r1", campaignId="c1", valid=5)), T0
+        totals, AnnounceMessage(announce=RunAnnouncement(runId="r1", campaignId="c1", valid=5)), T0
     )
     limit = timedelta(minutes=10)
 
@@ -143,18 +147,18 @@ def test_a_window_adds_up_every_move() -> None:
 
 def announce(run_id: str, campaign: str = "c1", **changes: object) -> PartialsMessage:
     run = RunAnnouncement(runId=run_id, campaignId=campaign, valid=1)
-    return PartialsMessage(announce=run.model_copy(update=changes))
+    return AnnounceMessage(announce=run.model_copy(update=changes))
 
 
 @pytest.mark.parametrize(
     ("key", "message", "reason"),
     [
-        (b"c2", PartialsMessage(partial=PartialCounts(campaignId="c1", partition=0)), "key"),
-        (b"c1", PartialsMessage(partial=PartialCounts(campaignId="c1", partition=6)), "partition"),
-        (b"c1", PartialsMessage(partial=PartialCounts(campaignId="c1", partition=-1)), "partition"),
+        (b"c2", PartialMessage(partial=PartialCounts(campaignId="c1", partition=0)), "key"),
+        (b"c1", PartialMessage(partial=PartialCounts(campaignId="c1", partition=6)), "partition"),
+        (b"c1", PartialMessage(partial=PartialCounts(campaignId="c1", partition=-1)), "partition"),
         (
             b"c1",
-            PartialsMessage(partial=PartialCounts(campaignId="c1", partition=0, verified=-5)),
+            PartialMessage(partial=PartialCounts(campaignId="c1", partition=0, verified=-5)),
             "negative",
         ),
         (b"c1", announce("r" * 600), "runId: 600 bytes"),
@@ -162,7 +166,7 @@ def announce(run_id: str, campaign: str = "c1", **changes: object) -> PartialsMe
         (b"c1", announce("r1", valid=-1), "negative"),
         (
             b"c1",
-            PartialsMessage(run=RunProgress(runId="r1", campaignId="c1", partition=0, applied=-1)),
+            RunMessage(run=RunProgress(runId="r1", campaignId="c1", partition=0, applied=-1)),
             "negative",
         ),
         (("c" * 300).encode(), announce("r1", campaign="c" * 300), "campaignId: 300 bytes"),
@@ -178,7 +182,7 @@ def test_a_message_that_cannot_be_so_is_refused_with_its_reason(
 
 def test_the_ledgers_own_messages_are_taken() -> None:
     partial = PartialCounts(campaignId="c1", partition=5, verified=3, watermark=9)
-    assert message_refusal(b"c1", PartialsMessage(partial=partial), partitions=6) is None
+    assert message_refusal(b"c1", PartialMessage(partial=partial), partitions=6) is None
     assert message_refusal(b"c1", announce("0123456789abcdef"), partitions=6) is None
 
 
@@ -188,7 +192,7 @@ def test_a_campaigns_totals_stay_bounded_whatever_runs_arrive() -> None:
     for n in range(2_000):
         apply_message(totals, announce(f"pending-{n:05d}", valid=10), now)
         progress = RunProgress(runId=f"seen-{n:05d}", campaignId="c1", partition=0, applied=1)
-        apply_message(totals, PartialsMessage(run=progress), now)
+        apply_message(totals, RunMessage(run=progress), now)
 
     assert len(totals.announced) == PENDING_RUNS
     assert list(totals.announced)[-1] == "pending-01999", "the newest are kept"
@@ -205,3 +209,19 @@ def test_a_message_on_another_partition_than_its_campaigns_is_refused() -> None:
     assert message_refusal(b"c1", message, partitions=6, arrived_on=home) is None
     refused = message_refusal(b"c1", message, partitions=6, arrived_on=(home + 1) % 6)
     assert refused is not None and f"belongs to partition {home}" in refused
+
+
+def test_each_kind_of_partials_message_reads_as_its_own_type() -> None:
+    """The partials protocol as a tagged union (issue #22): the kind is the message's type."""
+    run = RunAnnouncement(runId="r1", campaignId="c1", valid=3)
+    progress = RunProgress(runId="r1", campaignId="c1", partition=0, applied=2)
+
+    counts = partial(0, 1, 2).model_dump_json().encode()
+    assert isinstance(read_message(partial_message(counts)), PartialMessage)
+    assert isinstance(read_message(run_message(progress.model_dump_json().encode())), RunMessage)
+    assert isinstance(read_message(announce_message(run)), AnnounceMessage)
+    # A null kind beside the one held is no second kind (as before the union).
+    held = read_message(b'{"partial": null, "announce": ' + run.model_dump_json().encode() + b"}")
+    assert held == AnnounceMessage(announce=run)
+    with pytest.raises(ValidationError, match="exactly one of partial, run, announce"):
+        read_message(b'{"replace": true}')
