@@ -13,7 +13,8 @@ from aiokafka.structs import ConsumerRecord
 
 from tests.support.waiting import eventually
 from vfstream.retry import Backoff
-from vfstream.sinks.relays.lanes import Attempt, Lanes, OffsetWindow, Parcel, Wait
+from vfstream.sinks.relays.lanes import Attempt, Lanes, Parcel, Wait
+from vfstream.sinks.relays.offsets import OffsetWindow
 
 TP = TopicPartition("changelog", 0)
 OTHER = TopicPartition("changelog", 1)
