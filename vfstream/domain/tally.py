@@ -13,8 +13,9 @@ writes:
 - ``RunMessage`` (``{"run": ...}``): how many records of a run one source partition applied.
   Written by the ledger's flush and re-announcement (``run_message``).
 - ``AnnounceMessage`` (``{"announce": ...}``): an ingested file's run, what it must reach to
-  settle. Written by the ingestor's marker (``vfstream.sources.s3.ingestor``,
-  ``announce_message``) and re-sent by ``replay --rebuild`` (``vfstream.ops.replay``).
+  settle. Written by the ingestor's marker (``vfstream.sources.s3.ingested``,
+  ``run_announcement``, with ``announce_message``) and re-sent by ``replay --rebuild``
+  (``vfstream.ops.replay``).
 The ledger frames its already-encoded partials with ``partial_message``/``run_message``
 (bytes equal to the model's encoding, checked by a test) so its flush builds no model.
 """

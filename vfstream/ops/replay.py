@@ -187,7 +187,7 @@ async def reannounce_runs(settings: Settings) -> int:
     The announcements went down with the old topic; without them rebuilt runs would never
     settle. The reporter's memory (its own changelog, kept) stops a second report.
     """
-    from vfstream.sources.s3.ingestor import IngestedFiles, run_announcement
+    from vfstream.sources.s3.ingested import IngestedFiles, run_announcement
 
     markers = await IngestedFiles(settings).load()
     messages = [m for m in (run_announcement(marker) for marker in markers.values()) if m]

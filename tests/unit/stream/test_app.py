@@ -18,7 +18,8 @@ from vfstream.domain.batches import decode_batch
 from vfstream.domain.keys import fan_key, partition_for
 from vfstream.domain.records import ScoringKey
 from vfstream.settings import Settings
-from vfstream.sources.s3.ingestor import IngestSummary, ScoringFileIngestor
+from vfstream.sources.s3.ingested import IngestSummary
+from vfstream.sources.s3.scoring_rows import ScoringRows
 from vfstream.stream.app import QueueKeepingFlowControl
 from vfstream.stream.assembly import build_app
 from vfstream.web.views import owner_url
@@ -62,7 +63,7 @@ def test_every_tables_rocksdb_memory_is_bounded_by_the_settings(tmp_path: Any) -
 def ingested_partitions(fans: list[str], partitions: int) -> dict[str, int]:
     """Which partition the ingestor sent each fan's records to."""
     settings = Settings(listen_for_notifications=False, score_batch_records=3)
-    ingestor = ScoringFileIngestor(settings)
+    rows = ScoringRows(settings)
     body = (SCORING_HEADER + "\n" + "".join(scoring_row("c1", f) + "\n" for f in fans)).encode()
     key = ScoringKey(
         campaign_id="c1",
@@ -72,9 +73,7 @@ def ingested_partitions(fans: list[str], partitions: int) -> dict[str, int]:
     )
     summary = IngestSummary(bucket="b", key="k", etag="e")
     chunks: list[Any] = []
-    ingestor._parse_into(
-        io.BytesIO(body), key, summary, partitions, chunks.append, threading.Event()
-    )
+    rows.parse_into(io.BytesIO(body), key, summary, partitions, chunks.append, threading.Event())
     sent: dict[str, int] = {}
     for chunk in chunks:
         for partition, batch in chunk.batches:
