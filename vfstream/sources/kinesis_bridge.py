@@ -8,6 +8,11 @@ or a pod moving resumes after the last committed checkpoint and neither loses no
 record. The transactional id is the stream's, so a second bridge on the same stream fences
 the first one, whose open transaction is aborted.
 
+The bridge holds the stream (its producer's transactional id) and runs the passes; the
+Kinesis side, listing and reading shards with retries, is ``kinesis_shards.py``; the Kafka
+side, a pass's records converted and committed with the checkpoints, is
+``kinesis_commits.py``.
+
 Nothing here is tied to the Faust worker: ``KinesisBridge.run(should_stop)`` can be called
 from an app task, and ``vfstream bridge`` (``vfstream.cli.pipeline``) runs it alone.
 """
@@ -19,62 +24,23 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import ProducerFenced
-from botocore.exceptions import ClientError
-from tenacity import RetryCallState
 
 from vfstream import kafka
-from vfstream.aws import aws_client, is_retryable_aws_error
-from vfstream.domain.batches import BatchBuilder
-from vfstream.domain.keys import partition_for
-from vfstream.domain.kinesis_feed import (
-    DEAD_LETTER_KIND,
-    FeedPosition,
-    FeedRejection,
-    parse_feed_record,
-)
-from vfstream.domain.shards import (
-    ShardCheckpoint,
-    ShardInfo,
-    checkpoint_key,
-    drained_by_position,
-    readable_shards,
-    waiting_shards,
-)
-from vfstream.errors import OperatorError
-from vfstream.kafka.reads import latest_values
-from vfstream.metrics import (
-    BRIDGE_AWS_RETRIES,
-    BRIDGE_MILLIS_BEHIND,
-    DEAD_LETTERS,
-    RECORDS_IN,
-    RECORDS_OUT,
-)
-from vfstream.retry import Backoff, retrying
+from vfstream.aws import aws_client
+from vfstream.domain.kinesis_feed import DEAD_LETTER_KIND
+from vfstream.domain.shards import ShardCheckpoint, readable_shards, waiting_shards
+from vfstream.metrics import BRIDGE_MILLIS_BEHIND, DEAD_LETTERS, RECORDS_IN, RECORDS_OUT
 from vfstream.settings import Settings
+from vfstream.sources.kinesis_commits import PassBatch, commit_pass, load_checkpoints, pass_batch
+from vfstream.sources.kinesis_shards import BridgeError, Cursor, ShardRead, ShardReader
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# Kinesis answers these when a shard or the account is over its limits, or it is unwell;
-# waiting helps. Anything else (no such stream, bad arguments) would fail again.
-EXPIRED_ITERATOR = "ExpiredIteratorException"
 PROGRESS_LOG_SECONDS = 30.0
-
-
-class BridgeError(OperatorError):
-    """The bridge cannot go on (no such stream, no checkpoints topic)."""
-
-
-def _error_code(exc: BaseException) -> str | None:
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code")
-    return None
 
 
 @dataclass
@@ -101,41 +67,6 @@ class BridgeSummary:
         }
 
 
-@dataclass
-class _Cursor:
-    """Where the bridge is in one shard: the committed position and the iterator past it."""
-
-    shard: ShardInfo
-    position: str | None  # the last committed sequence number
-    iterator: str | None = None  # only ever points just past ``position``
-    caught_up: bool = False  # the last read found nothing and nothing newer exists
-
-
-@dataclass
-class _ShardRead:
-    cursor: _Cursor
-    records: list[dict[str, Any]]
-    next_iterator: str | None
-    millis_behind: int
-
-
-@dataclass
-class _Batch:
-    """One pass's messages for the transaction, and what to apply once it commits."""
-
-    records: list[tuple[bytes, bytes]] = field(default_factory=list)
-    dead_letters: list[tuple[bytes, bytes]] = field(default_factory=list)
-    checkpoints: list[ShardCheckpoint] = field(default_factory=list)
-    reads: list[_ShardRead] = field(default_factory=list)
-    finished: set[str] = field(default_factory=set)
-    valid: int = 0
-    invalid: int = 0
-
-    @property
-    def empty(self) -> bool:
-        return not (self.records or self.dead_letters or self.checkpoints)
-
-
 class KinesisBridge:
     """Copies one Kinesis stream into the score-record topic, shard by shard, in order."""
 
@@ -159,6 +90,9 @@ class KinesisBridge:
         # Called after every committed transaction (tests use it to stop or crash mid-run).
         self._on_commit = on_commit
         self.summary = BridgeSummary(stream=self.stream)
+        self.reader = ShardReader(
+            settings, self.stream, attempts=aws_attempts, backoff_seconds=aws_backoff_seconds
+        )
 
     # --- public entry points ---------------------------------------------------------------
     async def run(self, should_stop: Callable[[], bool]) -> BridgeSummary:
@@ -221,7 +155,7 @@ class KinesisBridge:
         # transaction, so the checkpoints read next are final: nothing can commit behind them.
         await producer.start()
         try:
-            checkpoints = await self._load_checkpoints()
+            checkpoints = await load_checkpoints(self.settings, self.stream)
             # Kinesis calls are retried here, with backoff; botocore's own retries would only
             # stack a second, invisible delay on top.
             async with aws_client(
@@ -230,22 +164,6 @@ class KinesisBridge:
                 await self._copy(kinesis, producer, checkpoints, should_stop, once=once)
         finally:
             await producer.stop()
-
-    async def _load_checkpoints(self) -> dict[str, ShardCheckpoint]:
-        topic = self.settings.bridge_checkpoints_topic
-        try:
-            table = await latest_values(self.settings, topic)
-        except LookupError as exc:
-            raise BridgeError(
-                f"the checkpoints topic {topic} does not exist; run `vfstream dev provision`"
-            ) from exc
-        prefix = checkpoint_key(self.stream, "").encode()
-        loaded = {}
-        for key, (_, value) in table.items():
-            if key.startswith(prefix):
-                checkpoint = ShardCheckpoint.model_validate_json(value)
-                loaded[checkpoint.shardId] = checkpoint
-        return loaded
 
     async def _copy(
         self,
@@ -257,8 +175,8 @@ class KinesisBridge:
         once: bool,
     ) -> None:
         finished = {shard for shard, checkpoint in checkpoints.items() if checkpoint.finished}
-        cursors: dict[str, _Cursor] = {}
-        shards = await self._list_shards(kinesis)
+        cursors: dict[str, Cursor] = {}
+        shards = await self.reader.list_shards(kinesis)
         listed_at = time.monotonic()
         last_progress_log = time.monotonic()
         log.info(
@@ -274,14 +192,14 @@ class KinesisBridge:
                 not once
                 and time.monotonic() - listed_at > self.settings.bridge_shard_refresh_seconds
             ):
-                shards = await self._list_shards(kinesis)
+                shards = await self.reader.list_shards(kinesis)
                 listed_at = time.monotonic()
             readable = readable_shards(shards.values(), finished)
             for shard_id in readable:
                 cursor = cursors.get(shard_id)
                 if cursor is None:
                     checkpoint = checkpoints.get(shard_id)
-                    cursors[shard_id] = _Cursor(
+                    cursors[shard_id] = Cursor(
                         shard=shards[shard_id],
                         position=checkpoint.sequenceNumber if checkpoint else None,
                     )
@@ -300,7 +218,7 @@ class KinesisBridge:
             reads = await asyncio.gather(
                 *(self._read(kinesis, cursors[shard_id]) for shard_id in readable)
             )
-            batch = self._batch(reads)
+            batch = pass_batch(self.settings, self.stream, reads)
             if not batch.empty:
                 await self._commit(producer, batch)
             self._advance(batch, cursors, finished)
@@ -312,7 +230,7 @@ class KinesisBridge:
                     ", ".join(waiting_shards(shards.values(), finished)) or "none",
                 )
                 if not once:  # a reshard's children may not have been listed yet
-                    shards = await self._list_shards(kinesis)
+                    shards = await self.reader.list_shards(kinesis)
                     listed_at = time.monotonic()
             if time.monotonic() - last_progress_log > PROGRESS_LOG_SECONDS:
                 last_progress_log = time.monotonic()
@@ -321,158 +239,13 @@ class KinesisBridge:
             if idle and not once:
                 await _sleep_unless(should_stop, self.settings.bridge_poll_seconds)
 
-    # --- Kinesis --------------------------------------------------------------------------
-    async def _call(self, name: str, operation: Callable[..., Awaitable[T]], **arguments: Any) -> T:
-        """One Kinesis call, retried with exponential backoff and jitter while that can help."""
-
-        def count_retry(state: RetryCallState) -> None:
-            BRIDGE_AWS_RETRIES.labels(name).inc()
-            outcome = state.outcome
-            log.warning(
-                "Kinesis %s on stream %s failed (attempt %d of %d), retrying: %s",
-                name,
-                self.stream,
-                state.attempt_number,
-                self.aws_attempts,
-                outcome.exception() if outcome else "?",
-            )
-
-        async for attempt in retrying(
-            is_retryable_aws_error,
-            attempts=self.aws_attempts,
-            backoff=Backoff(self.aws_backoff_seconds, 10.0),
-            before_sleep=count_retry,
-        ):
-            with attempt:
-                return await operation(**arguments)
-        raise AssertionError("unreachable: tenacity reraises the last error")
-
-    async def _list_shards(self, kinesis: Any) -> dict[str, ShardInfo]:
-        shards: dict[str, ShardInfo] = {}
-        token: str | None = None
-        while True:
-            # Kinesis refuses StreamName beside a NextToken: the token names the stream.
-            arguments = {"NextToken": token} if token else {"StreamName": self.stream}
-            try:
-                answer = await self._call("ListShards", kinesis.list_shards, **arguments)
-            except ClientError as exc:
-                if _error_code(exc) == "ResourceNotFoundException":
-                    raise BridgeError(f"Kinesis stream {self.stream} does not exist") from exc
-                raise
-            for entry in answer.get("Shards", []):
-                shard = ShardInfo.from_listing(entry)
-                shards[shard.shard_id] = shard
-            token = answer.get("NextToken")
-            if not token:
-                return shards
-
-    async def _iterator(self, kinesis: Any, cursor: _Cursor) -> str:
-        arguments: dict[str, Any] = {"StreamName": self.stream, "ShardId": cursor.shard.shard_id}
-        if cursor.position is None:
-            arguments["ShardIteratorType"] = "TRIM_HORIZON"
-        else:
-            arguments["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
-            arguments["StartingSequenceNumber"] = cursor.position
-        answer = await self._call("GetShardIterator", kinesis.get_shard_iterator, **arguments)
-        return answer["ShardIterator"]
-
-    async def _read(self, kinesis: Any, cursor: _Cursor) -> _ShardRead:
+    # --- Kinesis (kinesis_shards.py) and Kafka (kinesis_commits.py) ---------------------
+    async def _read(self, kinesis: Any, cursor: Cursor) -> ShardRead:
         self.summary.shards_read.add(cursor.shard.shard_id)
-        for _ in range(2):
-            if cursor.iterator is None:
-                cursor.iterator = await self._iterator(kinesis, cursor)
-            try:
-                answer = await self._call(
-                    "GetRecords",
-                    kinesis.get_records,
-                    ShardIterator=cursor.iterator,
-                    Limit=self.settings.bridge_batch_records,
-                )
-            except ClientError as exc:
-                # Iterators live five minutes; a fresh one from the committed position loses
-                # nothing.
-                if _error_code(exc) != EXPIRED_ITERATOR:
-                    raise
-                cursor.iterator = None
-                continue
-            millis_behind = int(answer.get("MillisBehindLatest") or 0)
-            BRIDGE_MILLIS_BEHIND.labels(self.stream, cursor.shard.shard_id).set(millis_behind)
-            return _ShardRead(
-                cursor=cursor,
-                records=answer.get("Records") or [],
-                next_iterator=answer.get("NextShardIterator"),
-                millis_behind=millis_behind,
-            )
-        raise BridgeError(f"shard {cursor.shard.shard_id}: a fresh shard iterator expired at once")
+        return await self.reader.read(kinesis, cursor)
 
-    # --- Kafka ----------------------------------------------------------------------------
-    def _batch(self, reads: list[_ShardRead]) -> _Batch:
-        batch = _Batch(reads=reads)
-        now = datetime.now(UTC)
-        for read in reads:
-            shard_id = read.cursor.shard.shard_id
-            position = read.cursor.position
-            for entry in read.records:
-                sequence = entry["SequenceNumber"]
-                where = FeedPosition(
-                    stream=self.stream,
-                    shardId=shard_id,
-                    sequenceNumber=sequence,
-                    partitionKey=entry.get("PartitionKey") or "",
-                    arrivedAt=entry.get("ApproximateArrivalTimestamp") or now,
-                )
-                result = parse_feed_record(bytes(entry["Data"]), where, self.settings.limits)
-                if isinstance(result, FeedRejection):
-                    batch.invalid += 1
-                    batch.dead_letters.append((result.key.encode(), result.to_json()))
-                else:
-                    batch.valid += 1
-                    batch.records.append((result.key.encode(), result.to_json()))
-                position = sequence
-            drained = read.next_iterator is None or drained_by_position(read.cursor.shard, position)
-            if drained:
-                batch.finished.add(shard_id)
-            if read.records or drained:
-                batch.checkpoints.append(
-                    ShardCheckpoint(
-                        stream=self.stream,
-                        shardId=shard_id,
-                        sequenceNumber=position,
-                        finished=drained,
-                        updated=now,
-                    )
-                )
-        return batch
-
-    async def _commit(self, producer: AIOKafkaProducer, batch: _Batch) -> None:
-        settings = self.settings
-        # Score records travel as score batches, one per table partition, like an ingest's.
-        partitions = settings.topic_partitions
-        builder = BatchBuilder(max_records=settings.score_batch_records)
-        score_batches: list[tuple[int, bytes]] = []
-        for key, value in batch.records:
-            partition = partition_for(key, partitions)
-            done = builder.add(partition, value)
-            if done is not None:
-                score_batches.append((partition, done))
-        score_batches.extend(builder.drain())
-        messages: list[tuple[str, bytes | None, bytes, int | None]] = [
-            *((settings.score_records_topic, None, value, p) for p, value in score_batches),
-            *((settings.dead_letter_topic, key, value, None) for key, value in batch.dead_letters),
-            *(
-                (settings.bridge_checkpoints_topic, c.key.encode(), c.to_json(), None)
-                for c in batch.checkpoints
-            ),
-        ]
-        async with producer.transaction():
-            sent = []
-            for topic, key, value, partition in messages:
-                delivery = await producer.send(topic, value, key=key, partition=partition)
-                # When one send fails (fenced, say) the others fail too and are never awaited;
-                # reading their outcome here keeps asyncio from reporting each of them.
-                delivery.add_done_callback(_consume_outcome)
-                sent.append(delivery)
-            await asyncio.gather(*sent)
+    async def _commit(self, producer: AIOKafkaProducer, batch: PassBatch) -> None:
+        await commit_pass(self.settings, producer, batch)
         copied = batch.valid + batch.invalid
         RECORDS_IN.labels("bridge").inc(copied)
         RECORDS_OUT.labels("bridge").inc(batch.valid)
@@ -484,7 +257,7 @@ class KinesisBridge:
         if self._on_commit is not None:
             await self._on_commit(self.summary)
 
-    def _advance(self, batch: _Batch, cursors: dict[str, _Cursor], finished: set[str]) -> None:
+    def _advance(self, batch: PassBatch, cursors: dict[str, Cursor], finished: set[str]) -> None:
         """Move the cursors past what was committed (or read empty)."""
         for read in batch.reads:
             cursor = read.cursor
@@ -498,7 +271,7 @@ class KinesisBridge:
                 cursors.pop(shard_id, None)
                 BRIDGE_MILLIS_BEHIND.remove(self.stream, shard_id)
 
-    def _log_progress(self, cursors: dict[str, _Cursor], readable: list[str]) -> None:
+    def _log_progress(self, cursors: dict[str, Cursor], readable: list[str]) -> None:
         positions = {
             shard_id: cursor.position
             for shard_id, cursor in cursors.items()
@@ -513,11 +286,6 @@ class KinesisBridge:
             ", ".join(f"{shard} after {position}" for shard, position in sorted(positions.items()))
             or "no shard",
         )
-
-
-def _consume_outcome(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def _sleep_unless(should_stop: Callable[[], bool], seconds: float) -> None:
