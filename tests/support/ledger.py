@@ -137,8 +137,12 @@ class Run:
         for index, item in enumerate(events):
             if stop_after is not None and index >= stop_after:
                 if mid_flush:
-                    # Killed inside a flush: written locally and sent, never acknowledged.
+                    # Killed inside a flush: sent, never acknowledged. The store writes the
+                    # local copy only once the broker holds the changelog writes
+                    # (``FanStateStore.write``), so the local store does not have them.
+                    local = dict(self.table.data)
                     await self.ledger.flush(PARTITION, _never_acked)
+                    self.table.data = local
                 return
             await self.ledger.handle(item, self._ack)
         if stop_after is None and events:

@@ -93,15 +93,19 @@ class FanStateStore:
             await producer.stop()
 
     async def write(self, partition: int, items: list[tuple[bytes, bytes]]) -> None:
-        """Write ``items`` in order to the partition's RocksDB and changelog partition; return
-        once the broker holds them all, and remember the changelog offset reached (Faust's
-        recovery reads the changelog from there on a restart)."""
-        from rocksdict import WriteBatch
+        """Write ``items`` in order to the partition's changelog partition and, once the
+        broker holds them all, to its RocksDB; then remember the changelog offset reached
+        (Faust's recovery reads the changelog from there on a restart).
 
-        batch = WriteBatch(raw_mode=True)
-        for key, value in items:
-            batch.put(key, value)
-        self._db(partition).write(batch)
+        Why the changelog first: the local store must never hold what the changelog may
+        not. Written locally first, a worker killed before the broker's ack restarted on the
+        same disk with fan states and a recorded position (the offset its flush covered)
+        that the changelog never got; it resumed at that position, skipped the records, and
+        the fans were counted locally but missing for any worker recovering from the
+        changelog (found by the crash property in tests/unit/stream). Written after the ack,
+        a kill in between leaves the changelog ahead of the local store, and Faust's
+        recovery reads the missing records from the changelog on the restart."""
+        from rocksdict import WriteBatch
 
         producer = await self._started()
         topic = self.table.changelog_topic.get_topic_name()
@@ -114,6 +118,11 @@ class FanStateStore:
                 builder.append(key=key, value=value, timestamp=None)
         sent.append(await producer.send_batch(builder, topic, partition=partition))
         written = await asyncio.gather(*sent)
+
+        batch = WriteBatch(raw_mode=True)
+        for key, value in items:
+            batch.put(key, value)
+        self._db(partition).write(batch)
         # The offset of the last record of the last batch.
         last = written[-1].offset + builder.record_count() - 1
         self.table.data.set_persisted_offset(TP(topic, partition), last)
