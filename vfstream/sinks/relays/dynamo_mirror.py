@@ -39,6 +39,7 @@ from vfstream.stream.layout import changelog_topic
 log = logging.getLogger(__name__)
 
 GET_BATCH = 100  # BatchGetItem's limit
+WRITE_WITHIN_SECONDS = 10.0
 
 
 class DynamoMirror:
@@ -66,7 +67,14 @@ class DynamoMirror:
     async def run(self, should_stop: Callable[[], bool]) -> None:
         async with aws_client(self.settings, "dynamodb", **AWS_CALLS) as dynamo:
             self._dynamo = dynamo
-            self._writer = DynamoBatchWriter(dynamo, self.settings.demand_table)
+            # One attempt of the relay gives up soon (past WRITE_WITHIN_SECONDS each batch left
+            # gets one call, and once one fails the rest fail without a call): the lane's
+            # backoff is the retry. With the writer's own 6 tries a batch, an attempt during
+            # an outage ran for minutes and the mirror caught up that long after DynamoDB
+            # came back.
+            self._writer = DynamoBatchWriter(
+                dynamo, self.settings.demand_table, attempts=3, within=WRITE_WITHIN_SECONDS
+            )
             await self.relay.run(should_stop)
 
     # --- the relay's destination ---------------------------------------------------------
